@@ -1,0 +1,113 @@
+"""Audio input: any format soundfile reads, mono, resampled with soxr; a synthetic fallback."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"}
+
+
+class AudioError(RuntimeError):
+    """A folder holds no usable audio, or a setting is out of range."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A mono waveform at the encoders' rate, and where it came from."""
+
+    name: str
+    wave: torch.Tensor
+
+
+def list_audio(directory: str | Path) -> list[Path]:
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        raise AudioError(f"audio folder {str(directory)!r} does not exist")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+
+
+def read_audio(path: str | Path, rate: int, max_seconds: float | None = None) -> np.ndarray | None:
+    """Mono float32 at ``rate``; ``None`` if unreadable, empty or silent."""
+    try:
+        info = sf.info(str(path))
+        frames = -1 if max_seconds is None else int(math.ceil(max_seconds * info.samplerate))
+        data, sr = sf.read(str(path), frames=frames, dtype="float32", always_2d=True)
+    except Exception:  # noqa: BLE001 - libsndfile raises several types for broken files
+        return None
+    wave = data.mean(axis=1)
+    if wave.size == 0 or not np.isfinite(wave).all() or float(np.abs(wave).max()) == 0.0:
+        return None
+    if sr != rate:
+        wave = soxr.resample(wave, sr, rate).astype(np.float32)
+    if max_seconds is not None:
+        wave = wave[: int(max_seconds * rate)]
+    return wave
+
+
+def synthetic_clips(n: int, rate: int, seconds: float, seed: int) -> list[Clip]:
+    """Deterministic tones, chirps and noise: a stand-in calibration set that needs no data."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    clips = []
+    for i in range(n):
+        f0 = rng.uniform(80, 1200)
+        f1 = f0 * rng.uniform(0.5, 2.0)
+        phase = 2 * np.pi * (f0 * t + (f1 - f0) * t**2 / (2 * seconds))
+        harmonics = sum(rng.uniform(0, 1) / k * np.sin(k * phase) for k in range(1, 6))
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.5, 4) * t + rng.uniform(0, 6))
+        wave = harmonics * envelope + rng.uniform(0.0, 0.3) * rng.standard_normal(t.size)
+        wave = 0.3 * wave / (np.abs(wave).max() + 1e-9)
+        clips.append(Clip(f"synthetic-{i:05d}", torch.from_numpy(wave.astype(np.float32))))
+    return clips
+
+
+def calibration_clips(
+    dirs: Sequence[str | Path],
+    size: int,
+    rate: int,
+    max_seconds: float,
+    seed: int,
+    min_samples: int = 400,
+) -> tuple[list[Clip], int]:
+    """Pick ``size`` clips, balanced across ``dirs`` (round-robin after a seeded shuffle).
+
+    Returns the clips and the number of files skipped as unreadable, empty, silent or too
+    short. With no ``dirs`` a synthetic set is generated.
+    """
+    if size <= 0:
+        raise AudioError(f"calibration.size must be positive, got {size}")
+    if not dirs:
+        return synthetic_clips(size, rate, max_seconds, seed), 0
+    pools = []
+    for d in dirs:
+        files = list_audio(d)
+        if not files:
+            raise AudioError(f"calibration folder {str(d)!r} holds no audio files")
+        random.Random(seed).shuffle(files)
+        pools.append(files)
+    clips: list[Clip] = []
+    skipped = 0
+    cursors = [0] * len(pools)
+    while len(clips) < size and any(c < len(p) for c, p in zip(cursors, pools, strict=True)):
+        for i, pool in enumerate(pools):  # one usable clip from each folder in turn
+            while len(clips) < size and cursors[i] < len(pool):
+                path = pool[cursors[i]]
+                cursors[i] += 1
+                wave = read_audio(path, rate, max_seconds)
+                if wave is None or wave.size < min_samples:
+                    skipped += 1
+                    continue
+                clips.append(Clip(str(path), torch.from_numpy(wave)))
+                break
+    if not clips:
+        raise AudioError(f"no usable audio in {', '.join(map(str, dirs))}")
+    return clips, skipped

@@ -1,0 +1,254 @@
+"""Streamed activation statistics of two encoders at every merge point.
+
+For each point only means, variances and the A x B cross products are accumulated (float64
+accumulators, per-batch centred products merged with Chan's parallel update), so memory does
+not grow with the calibration set and the result does not depend on batching or padding.
+The statistics do not depend on the permutation scope or alpha: they are cached on disk and
+reused by every job of a sweep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import HubertConfig
+
+from merging.audio import Clip
+from merging.forward import conv_output_lengths, encode, frame_mask, pad_batch
+from merging.load import Encoder
+
+STATS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Point:
+    """Where an activation is read: a module's output (or input, ``pre``) and its frame rate."""
+
+    name: str
+    module: str
+    pre: bool = False
+    channels_first: bool = False
+    conv_layer: int = -1  # frames of this conv layer; -1 = the transformer's frames
+
+
+def merge_points(config: HubertConfig) -> list[Point]:
+    """Every point some permutation group can be scored on (see ``PermGroup.points``)."""
+    conv = "feature_extractor.conv_layers"
+    points = []
+    for i in range(len(config.conv_dim)):
+        # The paper's CNN points: after conv0's GroupNorm, after the conv of the others.
+        module = (
+            f"{conv}.{i}.layer_norm"
+            if i == 0 and config.feat_extract_norm == "group"
+            else f"{conv}.{i}.conv"
+        )
+        points.append(Point(f"conv.{i}", module, channels_first=True, conv_layer=i))
+    points.append(Point("res.0", "feature_projection"))
+    for l in range(config.num_hidden_layers):  # noqa: E741
+        layer = f"encoder.layers.{l}"
+        points += [Point(f"{p}.{l}", f"{layer}.attention.{p}_proj") for p in "qkv"]
+        points.append(Point(f"ffn.{l}", f"{layer}.feed_forward.output_dense", pre=True))
+        points.append(Point(f"res.{l + 1}", layer))
+    return points
+
+
+@dataclass
+class PointStats:
+    """Finalised statistics of one merge point."""
+
+    n: int
+    mean_a: torch.Tensor
+    std_a: torch.Tensor
+    mean_b: torch.Tensor
+    std_b: torch.Tensor
+    corr: torch.Tensor  # (units of A, units of B), Pearson, float32; 0 where a unit is constant
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class CrossMoments:
+    """Running means, centred second moments and A x B cross moments (float64)."""
+
+    def __init__(self, ca: int, cb: int) -> None:
+        f64 = torch.float64
+        self.n = 0
+        self.mean_a, self.mean_b = torch.zeros(ca, dtype=f64), torch.zeros(cb, dtype=f64)
+        self.m2_a, self.m2_b = torch.zeros(ca, dtype=f64), torch.zeros(cb, dtype=f64)
+        self.cross = torch.zeros(ca, cb, dtype=f64)
+
+    def update(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        nb = a.shape[0]
+        if nb == 0:
+            return
+        ma, mb = a.mean(0), b.mean(0)
+        ac, bc = a - ma, b - mb
+        n = self.n + nb
+        da, db = ma.double() - self.mean_a, mb.double() - self.mean_b
+        w = self.n * nb / n
+        self.cross += (ac.T @ bc).double()
+        self.cross += w * torch.outer(da, db)
+        self.m2_a += (ac * ac).sum(0).double() + w * da * da
+        self.m2_b += (bc * bc).sum(0).double() + w * db * db
+        self.mean_a += da * (nb / n)
+        self.mean_b += db * (nb / n)
+        self.n = n
+
+    def finalize(self) -> PointStats:
+        n = max(self.n, 1)
+        var_a, var_b = self.m2_a / n, self.m2_b / n
+        live_a, live_b = var_a > 1e-12, var_b > 1e-12
+        denom = torch.sqrt(self.m2_a.clamp(min=1e-300))[:, None] * torch.sqrt(
+            self.m2_b.clamp(min=1e-300)
+        )
+        corr = (self.cross / denom).clamp(-1.0, 1.0)
+        corr = torch.where(live_a[:, None] & live_b[None, :], corr, torch.zeros_like(corr))
+        return PointStats(
+            self.n, self.mean_a, var_a.sqrt(), self.mean_b, var_b.sqrt(), corr.float()
+        )
+
+
+def _to_frames(point: Point, x: torch.Tensor, masks: dict[int, torch.Tensor]) -> torch.Tensor:
+    if point.channels_first:
+        x = x.transpose(1, 2)
+    mask = masks[point.conv_layer]
+    return x[mask[:, : x.shape[1]]].float()
+
+
+@contextmanager
+def _hooks(
+    model: torch.nn.Module, points: Sequence[Point], sink: Callable[[Point, torch.Tensor], None]
+) -> Iterator[None]:
+    handles = []
+    for p in points:
+        module = model.get_submodule(p.module)
+        if p.pre:
+            handles.append(module.register_forward_pre_hook(lambda _m, args, p=p: sink(p, args[0])))
+        else:
+            handles.append(
+                module.register_forward_hook(
+                    lambda _m, _i, out, p=p: sink(p, out[0] if isinstance(out, tuple) else out)
+                )
+            )
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _accumulate_batch(
+    a: Encoder,
+    b: Encoder,
+    points: Sequence[Point],
+    waves: Sequence[torch.Tensor],
+    moments: dict[str, CrossMoments],
+) -> None:
+    """Run A (keeping its activations), then B (folding each point into ``moments`` at once)."""
+    wave, lengths = pad_batch(waves)
+    conv_lengths = conv_output_lengths(lengths, a.config)
+    masks = {i: frame_mask(n, int(n.max())) for i, n in enumerate(conv_lengths)}
+    masks[-1] = masks[len(conv_lengths) - 1]
+    from_a: dict[str, torch.Tensor] = {}
+
+    def keep(p: Point, x: torch.Tensor) -> None:
+        from_a[p.name] = _to_frames(p, x, masks)
+
+    def accumulate(p: Point, x: torch.Tensor) -> None:
+        fa, fb = from_a.pop(p.name), _to_frames(p, x, masks)
+        if p.name not in moments:
+            moments[p.name] = CrossMoments(fa.shape[1], fb.shape[1])
+        moments[p.name].update(fa, fb)
+
+    with _hooks(a.model, points, keep):
+        encode(a, wave, lengths)
+    with _hooks(b.model, points, accumulate):
+        encode(b, wave, lengths)
+
+
+def calibrate(
+    a: Encoder,
+    b: Encoder,
+    clips: Sequence[Clip],
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict[str, PointStats]:
+    """One pass of both encoders over the clips; statistics for every merge point."""
+    if batch_size < 1:
+        raise ValueError(f"calibration batch size must be >= 1, got {batch_size}")
+    points = merge_points(a.config)
+    order = sorted(clips, key=lambda c: -c.wave.numel())  # similar lengths share a batch
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    moments: dict[str, CrossMoments] = {}
+    seconds = sum(c.wave.numel() for c in clips) / a.sample_rate
+    bar = tqdm(batches, desc=f"calibrating on {seconds:.0f} s", unit="batch", disable=not progress)
+    for batch in bar:
+        _accumulate_batch(a, b, points, [c.wave for c in batch], moments)
+    return {name: m.finalize() for name, m in moments.items()}
+
+
+def fingerprint_model(model: torch.nn.Module) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for key, t in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def fingerprint_clips(clips: Sequence[Clip]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for c in clips:
+        h.update(c.wave.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached_calibrate(
+    a: Encoder,
+    b: Encoder,
+    clips: Sequence[Clip],
+    cache_dir: str | Path | None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> tuple[dict[str, PointStats], bool]:
+    """:func:`calibrate`, reusing a cached result for identical weights, clips and settings.
+
+    Returns the statistics and whether they came from the cache.
+    """
+    if cache_dir is None:
+        return calibrate(a, b, clips, batch_size, progress), False
+    key = hashlib.blake2b(
+        json.dumps(
+            {
+                "version": STATS_VERSION,
+                "a": fingerprint_model(a.model),
+                "b": fingerprint_model(b.model),
+                "clips": fingerprint_clips(clips),
+                "rate": a.sample_rate,
+                "normalize": [a.normalize, b.normalize],
+            },
+            sort_keys=True,
+        ).encode(),
+        digest_size=16,
+    ).hexdigest()
+    path = Path(cache_dir) / "calibration" / f"{key}.pt"
+    if path.is_file():
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+            return {k: PointStats(**v) for k, v in raw.items()}, True
+        except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, not fatal
+            path.unlink(missing_ok=True)
+    stats = calibrate(a, b, clips, batch_size, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({k: v.to_dict() for k, v in stats.items()}, tmp)
+    os.replace(tmp, path)
+    return stats, False

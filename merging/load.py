@@ -1,0 +1,207 @@
+"""Loading HuBERT-family encoders (HuBERT, MERT-v0, MERT-v1-style checkpoints).
+
+Errors are raised as :class:`EncoderLoadError` with a message a user can act on; nothing here
+lets a traceback from deep inside torch or the hub client reach the user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import HubertConfig, HubertModel
+
+# Config fields that decide parameter shapes or the function computed; two encoders can be
+# merged only if all of these agree.
+ARCH_FIELDS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "conv_dim",
+    "conv_kernel",
+    "conv_stride",
+    "conv_bias",
+    "feat_extract_norm",
+    "feat_extract_activation",
+    "feat_proj_layer_norm",
+    "num_conv_pos_embeddings",
+    "num_conv_pos_embedding_groups",
+    "do_stable_layer_norm",
+)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_DROP_PREFIXES = ("hubert.", "mert.", "model.")
+
+
+class EncoderLoadError(RuntimeError):
+    """An encoder could not be loaded or two encoders cannot be merged."""
+
+
+@dataclass
+class Encoder:
+    """A frozen encoder plus the input conventions its preprocessor expects."""
+
+    model: HubertModel
+    source: str
+    sample_rate: int = 16000
+    normalize: bool = False
+
+    @property
+    def config(self) -> HubertConfig:
+        return self.model.config
+
+
+def _read_json(path: Path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _preprocessing(directory: Path | None, config: dict) -> tuple[int, bool]:
+    rate = int(config.get("sample_rate", config.get("sampling_rate", 16000)))
+    normalize = False
+    if directory is not None and (directory / "preprocessor_config.json").is_file():
+        pre = _read_json(directory / "preprocessor_config.json")
+        rate = int(pre.get("sampling_rate", rate))
+        normalize = bool(pre.get("do_normalize", False))
+    return rate, normalize
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith(("/", ".", "~")) or os.sep * 2 in spec or not _HUB_ID.match(spec)
+
+
+def load_encoder(spec: str | os.PathLike, device: str | torch.device = "cpu") -> Encoder:
+    """Load from a local directory (HF format, or MERT-v1 style) or a hub id."""
+    spec = str(spec)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        encoder = _load_local(path)
+    elif path.exists():
+        raise EncoderLoadError(f"{spec!r} is a file; pass the checkpoint's directory")
+    elif _looks_like_path(spec):
+        raise EncoderLoadError(f"encoder path {spec!r} does not exist")
+    else:
+        encoder = _load_hub(spec)
+    encoder.model.to(device).eval().requires_grad_(False)
+    return encoder
+
+
+def _load_hub(repo_id: str) -> Encoder:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    try:
+        model = HubertModel.from_pretrained(repo_id)
+    except Exception as err:  # noqa: BLE001 - the hub client raises many types
+        why = "the hub is offline (HF_HUB_OFFLINE is set)" if offline else f"{type(err).__name__}"
+        raise EncoderLoadError(
+            f"could not load hub id {repo_id!r}: {why}. On a machine without internet, download "
+            f"the checkpoint elsewhere and pass its local directory instead (pair.a=/path/to/dir)."
+        ) from None
+    try:
+        from huggingface_hub import snapshot_download
+
+        directory: Path | None = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - preprocessing config is optional
+        directory = None
+    rate, normalize = _preprocessing(directory, model.config.to_dict())
+    return Encoder(model, repo_id, rate, normalize)
+
+
+def _load_local(directory: Path) -> Encoder:
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise EncoderLoadError(f"{directory} has no config.json; is it a HF checkpoint folder?")
+    raw = _read_json(config_path)
+    rate, normalize = _preprocessing(directory, raw)
+    if raw.get("model_type") == "hubert":
+        try:
+            model = HubertModel.from_pretrained(directory, local_files_only=True)
+        except Exception as err:  # noqa: BLE001
+            raise EncoderLoadError(f"could not load {directory}: {err}") from None
+    else:
+        model = _load_remapped(directory, raw)
+    return Encoder(model, str(directory), rate, normalize)
+
+
+def _read_state(directory: Path) -> dict[str, torch.Tensor]:
+    st = directory / "model.safetensors"
+    if st.is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(st))
+    bins = sorted(directory.glob("pytorch_model*.bin"))
+    if not bins:
+        raise EncoderLoadError(f"{directory} has neither model.safetensors nor pytorch_model.bin")
+    state: dict[str, torch.Tensor] = {}
+    for b in bins:
+        state.update(torch.load(b, map_location="cpu", weights_only=True))
+    return state
+
+
+def remap_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map a MERT-v1-style (or wrapped) state dict onto ``HubertModel`` names.
+
+    Drops the CQT branch and pretraining heads, strips wrapper prefixes and renames the
+    legacy weight-norm tensors of the positional conv.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for prefix in _DROP_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+        if "cqt" in key or key.startswith(("final_proj", "label_embs", "quantizer", "project")):
+            continue
+        key = key.replace(
+            "pos_conv_embed.conv.weight_g", "pos_conv_embed.conv.parametrizations.weight.original0"
+        )
+        key = key.replace(
+            "pos_conv_embed.conv.weight_v", "pos_conv_embed.conv.parametrizations.weight.original1"
+        )
+        out[key] = value
+    return out
+
+
+def _load_remapped(directory: Path, raw: dict) -> HubertModel:
+    known = set(HubertConfig().to_dict())
+    config = HubertConfig(**{k: v for k, v in raw.items() if k in known and k != "model_type"})
+    config.architectures = ["HubertModel"]
+    if "mask_time_prob" not in raw:
+        config.mask_time_prob = 0.05
+    model = HubertModel(config)
+    state = remap_state_dict(_read_state(directory))
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    if missing == ["masked_spec_embed"]:
+        state["masked_spec_embed"] = model.state_dict()["masked_spec_embed"]
+        missing = []
+    if missing or unexpected:
+        raise EncoderLoadError(
+            f"{directory} (model_type={raw.get('model_type')!r}) does not map onto HubertModel: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    model.load_state_dict(state)
+    return model
+
+
+def check_mergeable(a: Encoder, b: Encoder) -> None:
+    """Raise naming every differing architecture field (and the sample rate)."""
+    diffs = []
+    for name in ARCH_FIELDS:
+        va, vb = getattr(a.config, name, None), getattr(b.config, name, None)
+        if isinstance(va, list | tuple):
+            va, vb = list(va), list(vb or [])
+        if va != vb:
+            diffs.append(f"{name}: {va!r} vs {vb!r}")
+    if a.sample_rate != b.sample_rate:
+        diffs.append(f"sample_rate: {a.sample_rate} vs {b.sample_rate}")
+    if diffs:
+        raise EncoderLoadError(
+            f"encoders {a.source!r} and {b.source!r} differ in architecture: " + "; ".join(diffs)
+        )

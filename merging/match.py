@@ -1,0 +1,104 @@
+"""Turning correlations into permutations: plain and block-hierarchical linear assignment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from merging.calibrate import PointStats
+from merging.spec import PermGroup, PermSpec, compose_blocks
+
+ATTN_MODES = ("none", "heads", "split")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which groups are aligned. ``attn``: none, heads (exact: heads, then Q/K and V/O inside
+    heads) or split (the paper's "all": Q, K and V/O independently, not a symmetry)."""
+
+    cnn: bool = False
+    ffn: bool = False
+    attn: str = "none"
+    res: bool = False
+
+    def __post_init__(self) -> None:
+        if self.attn not in ATTN_MODES:
+            raise ValueError(f"permute.attn must be one of {ATTN_MODES}, got {self.attn!r}")
+
+    @property
+    def split_qkv(self) -> bool:
+        return self.attn == "split"
+
+    def selects(self, group: PermGroup) -> bool:
+        return {
+            "conv": self.cnn,
+            "ffn": self.ffn,
+            "attn": self.attn != "none",
+            "res": self.res,
+        }[group.kind]
+
+
+def assign(score: torch.Tensor) -> torch.Tensor:
+    """Maximum-weight matching; ``perm[i]`` is the column (unit of B) given to row i (of A)."""
+    rows, cols = linear_sum_assignment(score.double().numpy(), maximize=True)
+    perm = np.empty_like(cols)
+    perm[rows] = cols
+    return torch.from_numpy(perm).long()
+
+
+def assign_blocks(
+    scores: Sequence[torch.Tensor], blocks: int
+) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
+    """Hierarchical matching under a block constraint shared by several score matrices.
+
+    Every (block of A, block of B) pair is scored by the summed value of its best matching
+    inside the block, over all ``scores``; blocks are then assigned, and the inner matchings of
+    the chosen pairs kept. Returns the block order and, per score, the inner index per block.
+    """
+    size = scores[0].shape[0]
+    bs = size // blocks
+    pair_score = torch.zeros(blocks, blocks, dtype=torch.float64)
+    inner: dict[tuple[int, int, int], torch.Tensor] = {}
+    for s_i, s in enumerate(scores):
+        tiles = s.double().view(blocks, bs, blocks, bs).permute(0, 2, 1, 3)
+        for ga in range(blocks):
+            for gb in range(blocks):
+                perm = assign(tiles[ga, gb])
+                inner[(s_i, ga, gb)] = perm
+                pair_score[ga, gb] += tiles[ga, gb][torch.arange(bs), perm].sum()
+    block_perm = assign(pair_score)
+    return block_perm, [
+        [inner[(s_i, ga, int(block_perm[ga]))] for ga in range(blocks)]
+        for s_i in range(len(scores))
+    ]
+
+
+def group_score(group: PermGroup, stats: Mapping[str, PointStats]) -> torch.Tensor:
+    """The correlation a group is matched on: the mean over its points (Q and K, or the
+    residual stream at every layer)."""
+    missing = [p for p in group.points if p not in stats]
+    if missing:
+        raise KeyError(f"calibration statistics lack points {missing} needed by {group.name}")
+    return torch.stack([stats[p].corr.double() for p in group.points]).mean(0)
+
+
+def match(spec: PermSpec, stats: Mapping[str, PointStats], scope: Scope) -> dict[str, torch.Tensor]:
+    """One index tensor per group in scope; block-tied groups are matched jointly."""
+    perms: dict[str, torch.Tensor] = {}
+    chosen = [g for g in spec.groups if scope.selects(g)]
+    ties: dict[str, list[PermGroup]] = {}
+    for g in chosen:
+        if g.blocks == 1:
+            perms[g.name] = assign(group_score(g, stats))
+        else:
+            ties.setdefault(g.tie or g.name, []).append(g)
+    for members in ties.values():
+        blocks, bs = members[0].blocks, members[0].block_size
+        block_perm, inner = assign_blocks([group_score(g, stats) for g in members], blocks)
+        for g, per_block in zip(members, inner, strict=True):
+            perms[g.name] = compose_blocks(block_perm, per_block, bs)
+    return perms

@@ -1,0 +1,120 @@
+"""Merge two encoders as the config says and record everything in the job's output directory.
+
+python run.py pair=local pair.a=DIR pair.b=DIR permute=fnn_attn merge.alpha=0.9
+python run.py -m permute=cnn,fnn_attn,all
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from merging.analysis import plot_alignment
+from merging.audio import calibration_clips
+from merging.calibrate import cached_calibrate
+from merging.forward import min_samples
+from merging.load import check_mergeable, load_encoder
+from merging.match import Scope
+from merging.merge import export, merge
+
+log = logging.getLogger("run")
+
+
+def write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def merge_job(cfg: DictConfig, out: Path) -> dict:
+    """conf -> merging: load, calibrate (cached), match, permute, combine, export."""
+    torch.manual_seed(cfg.seed)
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    a = load_encoder(cfg.pair.a, cfg.device)
+    b = load_encoder(cfg.pair.b, cfg.device)
+    check_mergeable(a, b)
+    seconds["loading"] = time.perf_counter() - t
+
+    cal = cfg.calibration
+    clips, skipped = calibration_clips(
+        list(cal.dirs), cal.size, a.sample_rate, cal.max_seconds, cal.seed, min_samples(a.config)
+    )
+    t = time.perf_counter()
+    stats, cached = cached_calibrate(a, b, clips, cfg.paths.cache, cal.batch_size, cfg.progress)
+    seconds["calibration"] = time.perf_counter() - t
+
+    p = cfg.permute
+    scope = Scope(cnn=p.cnn, ffn=p.ffn, attn=p.attn, res=p.res)
+    if cfg.merge.method != "linear":
+        raise ValueError(f"merge.method {cfg.merge.method!r} is not known (choose: linear)")
+    result = merge(a, b, stats, scope, cfg.merge.alpha)
+    seconds.update(result.seconds)
+
+    plots = [
+        str(plot_alignment(result.spec, stats, result.perms, g, out / "plots" / f"corr_{g}.png"))
+        for g in cfg.heatmaps
+        if g in result.perms
+    ]
+    if cfg.save_merged:
+        t = time.perf_counter()
+        export(
+            result.encoder,
+            out / "merged",
+            {"a": a.source, "b": b.source, "scope": p.name, "alpha": cfg.merge.alpha},
+        )
+        seconds["export"] = time.perf_counter() - t
+    return {
+        "scope": OmegaConf.to_container(p),
+        "alpha": cfg.merge.alpha,
+        "calibration": {
+            "clips": len(clips),
+            "skipped": skipped,
+            "audio_seconds": sum(c.wave.numel() for c in clips) / a.sample_rate,
+            "cached": cached,
+        },
+        "alignment": result.alignment,
+        "plots": plots,
+        "merged_dir": str(out / "merged") if cfg.save_merged else None,
+        "seconds": seconds,
+    }
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict = {"config": OmegaConf.to_container(cfg, resolve=True), "status": "running"}
+    t = time.perf_counter()
+    try:
+        record.update(merge_job(cfg, out))
+        record["status"] = "ok"
+    except Exception as err:  # noqa: BLE001 - recorded with its traceback, reported below
+        record.update(
+            status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()
+        )
+    finally:
+        record["total_seconds"] = time.perf_counter() - t
+        write_json(out / "results.json", record)
+    if record["status"] == "ok":
+        log.info("merged %s -> %s", cfg.permute.name, out)
+        return
+    log.error("job failed: %s (details in %s)", record["error"], out / "results.json")
+    if hc.mode != RunMode.MULTIRUN:  # a sweep records the failure and goes on
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

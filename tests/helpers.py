@@ -1,0 +1,44 @@
+"""Tiny random encoders for tests: every parameter random, so no symmetry holds by accident."""
+
+from __future__ import annotations
+
+import torch
+from transformers import HubertConfig, HubertModel
+
+from merging.load import Encoder
+
+
+def tiny_config(**overrides) -> HubertConfig:
+    kwargs = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        conv_dim=(16, 16, 16),
+        conv_kernel=(10, 3, 3),
+        conv_stride=(5, 2, 2),
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=4,
+        mask_time_prob=0.05,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        layerdrop=0.0,
+    )
+    kwargs.update(overrides)
+    return HubertConfig(**kwargs)
+
+
+def random_encoder(config: HubertConfig, seed: int, rate: int = 16000) -> Encoder:
+    torch.manual_seed(seed)
+    model = HubertModel(config).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(0.3 * torch.randn(p.shape, generator=gen))
+    model.requires_grad_(False)
+    return Encoder(model, f"random-{seed}", rate, False)

@@ -1,0 +1,136 @@
+"""The command-line interface end to end: merge, recovery of a hidden permutation, caching."""
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from merging.forward import encode
+from merging.load import load_encoder
+from merging.merge import export
+from merging.spec import apply_permutations, build_spec, random_exact_perms
+from tests.helpers import random_encoder, tiny_config
+from tests.test_audio import write_mixed_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = ["none", "cnn", "ffn", "fnn_attn", "all", "full"]
+
+
+def run_cli(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "progress=false", *overrides],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A random encoder A, and B = A with every exact group hidden behind random permutations."""
+    root = tmp_path_factory.mktemp("world")
+    config = tiny_config()
+    a = random_encoder(config, 0)
+    spec = build_spec(config, keys=a.model.state_dict().keys())
+    gen = torch.Generator().manual_seed(5)
+    exact = random_exact_perms(spec, gen, [n for n in spec.names() if n != "res"])
+    with_res = random_exact_perms(spec, gen)
+    export(a, root / "A")
+    for name, perms in (("B", exact), ("B_res", with_res)):
+        b = copy.deepcopy(a.model)
+        b.load_state_dict(apply_permutations(a.model.state_dict(), spec, perms))
+        export(type(a)(b, name), root / name)
+    write_mixed_folder(root / "calib")
+    return root
+
+
+def hidden_states(directory: Path) -> tuple[torch.Tensor, ...]:
+    enc = load_encoder(directory)
+    wave = torch.randn(2, 9000, generator=torch.Generator().manual_seed(1))
+    return encode(enc, wave, torch.tensor([9000, 7000]), output_hidden_states=True).hidden_states
+
+
+def max_diff(x: tuple[torch.Tensor, ...], y: tuple[torch.Tensor, ...]) -> float:
+    return max(float((p - q).abs().max()) for p, q in zip(x, y, strict=True))
+
+
+def common(world: Path, b: str, out: Path) -> list[str]:
+    return [
+        "pair=local",
+        f"pair.a={world / 'A'}",
+        f"pair.b={world / b}",
+        "merge.alpha=0.5",
+        f"calibration.dirs=[{world / 'calib'}]",
+        "calibration.size=3",
+        "eval=none",
+        f"paths.cache={world / 'cache'}",
+        f"hydra.run.dir={out}",
+    ]
+
+
+def test_fnn_attn_recovers_a_hidden_permutation_and_none_does_not(world, tmp_path):
+    ref = hidden_states(world / "A")
+    done = run_cli("permute=fnn_attn", *common(world, "B", tmp_path / "fnn_attn"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "fnn_attn" / "results.json").read_text())
+    assert results["status"] == "ok"
+    assert results["calibration"] == {
+        "clips": 3,
+        "skipped": 2,
+        "audio_seconds": pytest.approx(3.5),
+        "cached": False,
+    }
+    assert max_diff(hidden_states(tmp_path / "fnn_attn" / "merged"), ref) < 1e-4
+    moved = {row["group"]: row for row in results["alignment"]}
+    assert moved["ffn.0"]["corr_after"] > 0.999 > moved["ffn.0"]["corr_before"]
+    assert (tmp_path / "fnn_attn" / "plots" / "corr_ffn.0.png").stat().st_size > 1000
+
+    done = run_cli("permute=none", *common(world, "B", tmp_path / "none"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "none" / "results.json").read_text())
+    assert results["calibration"]["cached"] is True  # same pair and clips: statistics reused
+    assert results["alignment"] == []
+    assert max_diff(hidden_states(tmp_path / "none" / "merged"), ref) > 1e-2
+
+
+def test_full_scope_recovers_a_permuted_residual_stream(world, tmp_path):
+    done = run_cli("permute=full", *common(world, "B_res", tmp_path / "full"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert max_diff(hidden_states(tmp_path / "full" / "merged"), hidden_states(world / "A")) < 1e-4
+    done = run_cli("permute=fnn_attn", *common(world, "B_res", tmp_path / "partial"))
+    assert (
+        max_diff(hidden_states(tmp_path / "partial" / "merged"), hidden_states(world / "A")) > 1e-2
+    )
+
+
+def test_bad_input_fails_clearly_and_still_writes_results(world, tmp_path):
+    out = tmp_path / "bad"
+    done = run_cli(*common(world, "B", out), f"pair.b={tmp_path / 'missing'}")
+    assert done.returncode == 2
+    assert "does not exist" in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "failed" and "does not exist" in results["error"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_permute_preset_composes(preset):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"permute={preset}"])
+    assert cfg.permute.name == preset
+    assert {"cnn", "ffn", "attn", "res"} <= set(cfg.permute)
+    from merging.match import Scope
+
+    Scope(cnn=cfg.permute.cnn, ffn=cfg.permute.ffn, attn=cfg.permute.attn, res=cfg.permute.res)
+
+
+def test_id9_is_one_override():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["permute=fnn_attn", "permute.cnn=false"])
+    assert (cfg.permute.cnn, cfg.permute.ffn, cfg.permute.attn) == (False, True, "heads")
