@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import HubertConfig
 
 from merging.audio import Clip
-from merging.forward import conv_output_lengths, encode, frame_mask, pad_batch
+from merging.forward import conv_output_lengths, encode, pad_batch
 from merging.load import Encoder
 
 STATS_VERSION = 1
@@ -76,51 +76,59 @@ class PointStats:
 
 
 class CrossMoments:
-    """Running means, centred second moments and A x B cross moments (float64)."""
+    """Running sums of shifted activations, their squares and A x B cross products.
+
+    Inputs are (units, frames). Data are shifted by the first batch's means before any
+    product, so float32 matrix products lose nothing to cancellation; sums live in float64.
+    """
 
     def __init__(self, ca: int, cb: int) -> None:
         f64 = torch.float64
         self.n = 0
-        self.mean_a, self.mean_b = torch.zeros(ca, dtype=f64), torch.zeros(cb, dtype=f64)
-        self.m2_a, self.m2_b = torch.zeros(ca, dtype=f64), torch.zeros(cb, dtype=f64)
+        self.ref_a: torch.Tensor | None = None
+        self.ref_b: torch.Tensor | None = None
+        self.sum_a, self.sum_b = torch.zeros(ca, dtype=f64), torch.zeros(cb, dtype=f64)
+        self.sq_a, self.sq_b = torch.zeros(ca, dtype=f64), torch.zeros(cb, dtype=f64)
         self.cross = torch.zeros(ca, cb, dtype=f64)
 
     def update(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        nb = a.shape[0]
-        if nb == 0:
+        """Fold in a batch; ``a`` and ``b`` are consumed (shifted in place)."""
+        if a.shape[1] == 0:
             return
-        ma, mb = a.mean(0), b.mean(0)
-        ac, bc = a - ma, b - mb
-        n = self.n + nb
-        da, db = ma.double() - self.mean_a, mb.double() - self.mean_b
-        w = self.n * nb / n
-        self.cross += (ac.T @ bc).double()
-        self.cross += w * torch.outer(da, db)
-        self.m2_a += (ac * ac).sum(0).double() + w * da * da
-        self.m2_b += (bc * bc).sum(0).double() + w * db * db
-        self.mean_a += da * (nb / n)
-        self.mean_b += db * (nb / n)
-        self.n = n
+        if self.ref_a is None:
+            self.ref_a, self.ref_b = a.mean(1), b.mean(1)
+        a.sub_(self.ref_a[:, None])
+        b.sub_(self.ref_b[:, None])
+        self.cross.add_(a @ b.T)
+        self.sum_a.add_(a.sum(1))
+        self.sum_b.add_(b.sum(1))
+        self.sq_a.add_(torch.linalg.vector_norm(a, dim=1).double().square())
+        self.sq_b.add_(torch.linalg.vector_norm(b, dim=1).double().square())
+        self.n += a.shape[1]
 
     def finalize(self) -> PointStats:
         n = max(self.n, 1)
-        var_a, var_b = self.m2_a / n, self.m2_b / n
+        mu_a, mu_b = self.sum_a / n, self.sum_b / n
+        var_a = (self.sq_a / n - mu_a.square()).clamp(min=0)
+        var_b = (self.sq_b / n - mu_b.square()).clamp(min=0)
+        cov = self.cross / n - torch.outer(mu_a, mu_b)
         live_a, live_b = var_a > 1e-12, var_b > 1e-12
-        denom = torch.sqrt(self.m2_a.clamp(min=1e-300))[:, None] * torch.sqrt(
-            self.m2_b.clamp(min=1e-300)
-        )
-        corr = (self.cross / denom).clamp(-1.0, 1.0)
+        denom = torch.sqrt(var_a.clamp(min=1e-300))[:, None] * torch.sqrt(var_b.clamp(min=1e-300))
+        corr = (cov / denom).clamp(-1.0, 1.0)
         corr = torch.where(live_a[:, None] & live_b[None, :], corr, torch.zeros_like(corr))
+        ref_a = self.ref_a if self.ref_a is not None else 0.0
+        ref_b = self.ref_b if self.ref_b is not None else 0.0
         return PointStats(
-            self.n, self.mean_a, var_a.sqrt(), self.mean_b, var_b.sqrt(), corr.float()
+            self.n, mu_a + ref_a, var_a.sqrt(), mu_b + ref_b, var_b.sqrt(), corr.float()
         )
 
 
-def _to_frames(point: Point, x: torch.Tensor, masks: dict[int, torch.Tensor]) -> torch.Tensor:
-    if point.channels_first:
-        x = x.transpose(1, 2)
-    mask = masks[point.conv_layer]
-    return x[mask[:, : x.shape[1]]].float()
+def _to_frames(point: Point, x: torch.Tensor, lengths: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Valid frames of every clip as one (units, frames) float32 tensor (a fresh copy)."""
+    n = lengths[point.conv_layer].tolist()
+    if point.channels_first:  # (batch, units, time)
+        return torch.cat([x[i, :, : n[i]] for i in range(len(n))], dim=1).float()
+    return torch.cat([x[i, : n[i]] for i in range(len(n))], dim=0).T.float().contiguous()
 
 
 @contextmanager
@@ -154,18 +162,17 @@ def _accumulate_batch(
 ) -> None:
     """Run A (keeping its activations), then B (folding each point into ``moments`` at once)."""
     wave, lengths = pad_batch(waves)
-    conv_lengths = conv_output_lengths(lengths, a.config)
-    masks = {i: frame_mask(n, int(n.max())) for i, n in enumerate(conv_lengths)}
-    masks[-1] = masks[len(conv_lengths) - 1]
+    frames = dict(enumerate(conv_output_lengths(lengths, a.config)))
+    frames[-1] = frames[len(frames) - 1]
     from_a: dict[str, torch.Tensor] = {}
 
     def keep(p: Point, x: torch.Tensor) -> None:
-        from_a[p.name] = _to_frames(p, x, masks)
+        from_a[p.name] = _to_frames(p, x, frames)
 
     def accumulate(p: Point, x: torch.Tensor) -> None:
-        fa, fb = from_a.pop(p.name), _to_frames(p, x, masks)
+        fa, fb = from_a.pop(p.name), _to_frames(p, x, frames)
         if p.name not in moments:
-            moments[p.name] = CrossMoments(fa.shape[1], fb.shape[1])
+            moments[p.name] = CrossMoments(fa.shape[0], fb.shape[0])
         moments[p.name].update(fa, fb)
 
     with _hooks(a.model, points, keep):

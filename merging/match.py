@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,19 +88,36 @@ def group_score(group: PermGroup, stats: Mapping[str, PointStats]) -> torch.Tens
     return torch.stack([stats[p].corr.double() for p in group.points]).mean(0)
 
 
-def match(spec: PermSpec, stats: Mapping[str, PointStats], scope: Scope) -> dict[str, torch.Tensor]:
-    """One index tensor per group in scope; block-tied groups are matched jointly."""
-    perms: dict[str, torch.Tensor] = {}
-    chosen = [g for g in spec.groups if scope.selects(g)]
-    ties: dict[str, list[PermGroup]] = {}
-    for g in chosen:
-        if g.blocks == 1:
-            perms[g.name] = assign(group_score(g, stats))
-        else:
-            ties.setdefault(g.tie or g.name, []).append(g)
-    for members in ties.values():
-        blocks, bs = members[0].blocks, members[0].block_size
-        block_perm, inner = assign_blocks([group_score(g, stats) for g in members], blocks)
-        for g, per_block in zip(members, inner, strict=True):
-            perms[g.name] = compose_blocks(block_perm, per_block, bs)
-    return perms
+def match(
+    spec: PermSpec,
+    stats: Mapping[str, PointStats],
+    scope: Scope,
+    workers: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """One index tensor per group in scope; block-tied groups are matched jointly.
+
+    Groups are independent assignment problems and scipy releases the GIL while solving,
+    so they run on ``workers`` threads (default: one per core).
+    """
+    jobs: dict[str, list[PermGroup]] = {}
+    for g in spec.groups:
+        if scope.selects(g):
+            jobs.setdefault(g.name if g.blocks == 1 else (g.tie or g.name), []).append(g)
+
+    def solve(members: list[PermGroup]) -> dict[str, torch.Tensor]:
+        if members[0].blocks == 1:
+            return {members[0].name: assign(group_score(members[0], stats))}
+        block_perm, inner = assign_blocks(
+            [group_score(g, stats) for g in members], members[0].blocks
+        )
+        return {
+            g.name: compose_blocks(block_perm, per_block, g.block_size)
+            for g, per_block in zip(members, inner, strict=True)
+        }
+
+    # largest problems first, so the threads finish together
+    order = sorted(jobs.values(), key=lambda m: -m[0].size)
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        solved = list(pool.map(solve, order))
+    found = {k: v for part in solved for k, v in part.items()}
+    return {g.name: found[g.name] for g in spec.groups if g.name in found}
