@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import HubertConfig
 
 from merging.audio import Clip
-from merging.forward import conv_output_lengths, encode, pad_batch
+from merging.forward import conv_output_lengths, encode, frame_mask, pad_batch
 from merging.load import Encoder
 
 STATS_VERSION = 1
@@ -75,60 +75,79 @@ class PointStats:
         return dict(self.__dict__)
 
 
+def _sum_of_squares(x: torch.Tensor) -> torch.Tensor:
+    """Per-unit sum of squares over (clip, frame), taking the fast path for either layout."""
+    if x.stride(-1) == 1:  # units contiguous: transformer activations
+        return x.square().sum((0, 1)).double()
+    return sum(torch.linalg.vector_norm(c, dim=0).double().square() for c in x)  # conv
+
+
 class CrossMoments:
     """Running sums of shifted activations, their squares and A x B cross products.
 
-    Inputs are (units, frames). Data are shifted by the first batch's means before any
-    product, so float32 matrix products lose nothing to cancellation; sums live in float64.
+    Batches arrive as (clips, frames, units) tensors of any memory layout plus each clip's
+    valid frames. Data are shifted by the first batch's means before any product, so float32
+    matrix products lose nothing to cancellation. Cross products collect in a float32 buffer
+    that is flushed into float64 every ``FLUSH_FRAMES`` frames; all other sums are float64.
     """
+
+    FLUSH_FRAMES = 1 << 18
 
     def __init__(self, ca: int, cb: int) -> None:
         f64 = torch.float64
         self.n = 0
+        self.pending = 0
         self.ref_a: torch.Tensor | None = None
         self.ref_b: torch.Tensor | None = None
         self.sum_a, self.sum_b = torch.zeros(ca, dtype=f64), torch.zeros(cb, dtype=f64)
         self.sq_a, self.sq_b = torch.zeros(ca, dtype=f64), torch.zeros(cb, dtype=f64)
         self.cross = torch.zeros(ca, cb, dtype=f64)
+        self.buffer = torch.zeros(ca, cb)
 
-    def update(self, a: torch.Tensor, b: torch.Tensor) -> None:
-        """Fold in a batch; ``a`` and ``b`` are consumed (shifted in place)."""
-        if a.shape[1] == 0:
-            return
-        if self.ref_a is None:
-            self.ref_a, self.ref_b = a.mean(1), b.mean(1)
-        a.sub_(self.ref_a[:, None])
-        b.sub_(self.ref_b[:, None])
-        self.cross.add_(a @ b.T)
-        self.sum_a.add_(a.sum(1))
-        self.sum_b.add_(b.sum(1))
-        self.sq_a.add_(torch.linalg.vector_norm(a, dim=1).double().square())
-        self.sq_b.add_(torch.linalg.vector_norm(b, dim=1).double().square())
-        self.n += a.shape[1]
+    def update(
+        self, a: torch.Tensor, b: torch.Tensor, lengths: Sequence[int], consume_a: bool = False
+    ) -> None:
+        """Fold in a (clips, frames, units) batch; ``consume_a`` lets ``a`` be overwritten."""
+        if self.ref_a is None:  # any typical value will do as the shift: the first clip's mean
+            self.ref_a, self.ref_b = a[0, : lengths[0]].mean(0), b[0, : lengths[0]].mean(0)
+        a = a.sub_(self.ref_a) if consume_a else a - self.ref_a
+        b = b - self.ref_b  # B's activation is still on its way through B
+        if min(lengths) < a.shape[1]:  # padded frames must add nothing to the sums
+            valid = frame_mask(torch.as_tensor(lengths), a.shape[1])[:, :, None]
+            a.mul_(valid)
+            b.mul_(valid)
+        for i, n_i in enumerate(lengths):  # per clip: no copy whatever the memory layout
+            self.buffer.addmm_(a[i, :n_i].T, b[i, :n_i])
+        self.sum_a.add_(a.sum((0, 1)))
+        self.sum_b.add_(b.sum((0, 1)))
+        self.sq_a.add_(_sum_of_squares(a))
+        self.sq_b.add_(_sum_of_squares(b))
+        self.n += sum(lengths)
+        self.pending += sum(lengths)
+        if self.pending >= self.FLUSH_FRAMES:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.cross.add_(self.buffer)
+        self.buffer.zero_()
+        self.pending = 0
 
     def finalize(self) -> PointStats:
+        """Pearson correlations; consumes the accumulators."""
+        self._flush()
         n = max(self.n, 1)
         mu_a, mu_b = self.sum_a / n, self.sum_b / n
         var_a = (self.sq_a / n - mu_a.square()).clamp(min=0)
         var_b = (self.sq_b / n - mu_b.square()).clamp(min=0)
-        cov = self.cross / n - torch.outer(mu_a, mu_b)
-        live_a, live_b = var_a > 1e-12, var_b > 1e-12
-        denom = torch.sqrt(var_a.clamp(min=1e-300))[:, None] * torch.sqrt(var_b.clamp(min=1e-300))
-        corr = (cov / denom).clamp(-1.0, 1.0)
-        corr = torch.where(live_a[:, None] & live_b[None, :], corr, torch.zeros_like(corr))
+        std_a, std_b = var_a.sqrt(), var_b.sqrt()
+        corr = self.cross.div_(n).addr_(mu_a, mu_b, alpha=-1.0)
+        corr.div_(std_a.clamp(min=1e-150)[:, None]).div_(std_b.clamp(min=1e-150)[None, :])
+        corr.clamp_(-1.0, 1.0)
+        corr[var_a <= 1e-12] = 0.0  # constant units correlate with nothing
+        corr[:, var_b <= 1e-12] = 0.0
         ref_a = self.ref_a if self.ref_a is not None else 0.0
         ref_b = self.ref_b if self.ref_b is not None else 0.0
-        return PointStats(
-            self.n, mu_a + ref_a, var_a.sqrt(), mu_b + ref_b, var_b.sqrt(), corr.float()
-        )
-
-
-def _to_frames(point: Point, x: torch.Tensor, lengths: dict[int, torch.Tensor]) -> torch.Tensor:
-    """Valid frames of every clip as one (units, frames) float32 tensor (a fresh copy)."""
-    n = lengths[point.conv_layer].tolist()
-    if point.channels_first:  # (batch, units, time)
-        return torch.cat([x[i, :, : n[i]] for i in range(len(n))], dim=1).float()
-    return torch.cat([x[i, : n[i]] for i in range(len(n))], dim=0).T.float().contiguous()
+        return PointStats(self.n, mu_a + ref_a, std_a, mu_b + ref_b, std_b, corr.float())
 
 
 @contextmanager
@@ -162,18 +181,22 @@ def _accumulate_batch(
 ) -> None:
     """Run A (keeping its activations), then B (folding each point into ``moments`` at once)."""
     wave, lengths = pad_batch(waves)
-    frames = dict(enumerate(conv_output_lengths(lengths, a.config)))
+    frames = dict(enumerate(n.tolist() for n in conv_output_lengths(lengths, a.config)))
     frames[-1] = frames[len(frames) - 1]
     from_a: dict[str, torch.Tensor] = {}
 
+    def time_major(p: Point, x: torch.Tensor) -> torch.Tensor:
+        return x.transpose(1, 2) if p.channels_first else x  # a view: nothing is copied
+
     def keep(p: Point, x: torch.Tensor) -> None:
-        from_a[p.name] = _to_frames(p, x, frames)
+        from_a[p.name] = time_major(p, x)  # kept by reference: A no longer writes to it
 
     def accumulate(p: Point, x: torch.Tensor) -> None:
-        fa, fb = from_a.pop(p.name), _to_frames(p, x, frames)
+        xa, xb = from_a.pop(p.name), time_major(p, x)
         if p.name not in moments:
-            moments[p.name] = CrossMoments(fa.shape[0], fb.shape[0])
-        moments[p.name].update(fa, fb)
+            moments[p.name] = CrossMoments(xa.shape[-1], xb.shape[-1])
+        # A's pass is over, so its kept activations are scratch space
+        moments[p.name].update(xa, xb, frames[p.conv_layer], consume_a=True)
 
     with _hooks(a.model, points, keep):
         encode(a, wave, lengths)

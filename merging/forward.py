@@ -83,7 +83,7 @@ def masked_group_norm(model: nn.Module, frames: torch.Tensor | None) -> Iterator
         handle.remove()
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: hooks keep state that outlives the pass
 def encode(
     encoder: Encoder,
     batch: torch.Tensor,
