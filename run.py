@@ -27,6 +27,7 @@ from merging.forward import min_samples
 from merging.load import check_mergeable, load_encoder
 from merging.match import Scope
 from merging.merge import export, merge
+from merging.runtime import keep_freed_memory
 
 log = logging.getLogger("run")
 
@@ -93,6 +94,7 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    keep_freed_memory()
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from merging.forward import encode, pad_batch
 from merging.load import Encoder
 from merging.match import Scope
 from merging.merge import merge
+from merging.runtime import keep_freed_memory
 
 SCOPES = {"fnn_attn": Scope(True, True, "heads"), "full": Scope(True, True, "heads", True)}
 
@@ -34,13 +35,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--scope", choices=sorted(SCOPES), default="fnn_attn")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's allocator as it is (see merging/runtime.py)",
+    )
     args = parser.parse_args()
+    tuned = False if args.default_malloc else keep_freed_memory()
 
     a, b = base_encoder(0), base_encoder(1)
     clips = synthetic_clips(args.clips, 16000, args.seconds, seed=0)
     batches = [clips[i : i + args.batch_size] for i in range(0, len(clips), args.batch_size)]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"{args.clips} clips x {args.seconds:g} s, batch {args.batch_size}, scope {args.scope}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"{args.clips} clips x {args.seconds:g} s, batch {args.batch_size}, scope {args.scope}, "
+        f"allocator tuned: {tuned}"
+    )
 
     t = time.perf_counter()
     for batch in batches:
