@@ -116,8 +116,11 @@ class CrossMoments:
             valid = frame_mask(torch.as_tensor(lengths), a.shape[1])[:, :, None]
             a.mul_(valid)
             b.mul_(valid)
-        for i, n_i in enumerate(lengths):  # per clip: no copy whatever the memory layout
-            self.buffer.addmm_(a[i, :n_i].T, b[i, :n_i])
+        if a.stride(-1) == 1 and b.stride(-1) == 1:  # units contiguous: one large product
+            self.buffer.addmm_(a.reshape(-1, a.shape[-1]).T, b.reshape(-1, b.shape[-1]))
+        else:  # channels-first conv activations: per clip, still without copies
+            for i, n_i in enumerate(lengths):
+                self.buffer.addmm_(a[i, :n_i].T, b[i, :n_i])
         self.sum_a.add_(a.sum((0, 1)))
         self.sum_b.add_(b.sum((0, 1)))
         self.sq_a.add_(_sum_of_squares(a))

@@ -44,12 +44,35 @@ class Scope:
         }[group.kind]
 
 
-def assign(score: torch.Tensor) -> torch.Tensor:
-    """Maximum-weight matching; ``perm[i]`` is the column (unit of B) given to row i (of A)."""
-    rows, cols = linear_sum_assignment(score.double().numpy(), maximize=True)
+def _lsa(score: np.ndarray) -> np.ndarray:
+    rows, cols = linear_sum_assignment(score, maximize=True)
     perm = np.empty_like(cols)
     perm[rows] = cols
-    return torch.from_numpy(perm).long()
+    return perm
+
+
+def assign(score: torch.Tensor) -> torch.Tensor:
+    """Maximum-weight matching; ``perm[i]`` is the column (unit of B) given to row i (of A)."""
+    return torch.from_numpy(_lsa(score.double().numpy())).long()
+
+
+def _assign_blocks(scores: Sequence[np.ndarray], blocks: int) -> tuple[np.ndarray, list[list]]:
+    bs = scores[0].shape[0] // blocks
+    pair_score = np.zeros((blocks, blocks))
+    inner: dict[tuple[int, int, int], np.ndarray] = {}
+    rows = np.arange(bs)
+    for s_i, s in enumerate(scores):
+        tiles = s.reshape(blocks, bs, blocks, bs).transpose(0, 2, 1, 3)
+        for ga in range(blocks):
+            for gb in range(blocks):
+                perm = _lsa(tiles[ga, gb])
+                inner[(s_i, ga, gb)] = perm
+                pair_score[ga, gb] += tiles[ga, gb][rows, perm].sum()
+    block_perm = _lsa(pair_score)
+    return block_perm, [
+        [inner[(s_i, ga, int(block_perm[ga]))] for ga in range(blocks)]
+        for s_i in range(len(scores))
+    ]
 
 
 def assign_blocks(
@@ -61,21 +84,9 @@ def assign_blocks(
     inside the block, over all ``scores``; blocks are then assigned, and the inner matchings of
     the chosen pairs kept. Returns the block order and, per score, the inner index per block.
     """
-    size = scores[0].shape[0]
-    bs = size // blocks
-    pair_score = torch.zeros(blocks, blocks, dtype=torch.float64)
-    inner: dict[tuple[int, int, int], torch.Tensor] = {}
-    for s_i, s in enumerate(scores):
-        tiles = s.double().view(blocks, bs, blocks, bs).permute(0, 2, 1, 3)
-        for ga in range(blocks):
-            for gb in range(blocks):
-                perm = assign(tiles[ga, gb])
-                inner[(s_i, ga, gb)] = perm
-                pair_score[ga, gb] += tiles[ga, gb][torch.arange(bs), perm].sum()
-    block_perm = assign(pair_score)
-    return block_perm, [
-        [inner[(s_i, ga, int(block_perm[ga]))] for ga in range(blocks)]
-        for s_i in range(len(scores))
+    block_perm, inner = _assign_blocks([s.double().numpy() for s in scores], blocks)
+    return torch.from_numpy(block_perm).long(), [
+        [torch.from_numpy(p).long() for p in per_score] for per_score in inner
     ]
 
 
@@ -96,28 +107,36 @@ def match(
 ) -> dict[str, torch.Tensor]:
     """One index tensor per group in scope; block-tied groups are matched jointly.
 
-    Groups are independent assignment problems and scipy releases the GIL while solving,
-    so they run on ``workers`` threads (default: one per core).
+    Groups are independent assignment problems; they run on ``workers`` threads (default:
+    one per core).
     """
     jobs: dict[str, list[PermGroup]] = {}
     for g in spec.groups:
         if scope.selects(g):
             jobs.setdefault(g.name if g.blocks == 1 else (g.tie or g.name), []).append(g)
 
-    def solve(members: list[PermGroup]) -> dict[str, torch.Tensor]:
+    # Scores are built here, so the worker threads run scipy only (no torch thread pools
+    # spinning beside them) and release the GIL while solving.
+    problems = [
+        (members, [group_score(g, stats).numpy() for g in members])
+        for members in sorted(jobs.values(), key=lambda m: -m[0].size)  # largest first
+    ]
+
+    def solve(problem: tuple[list[PermGroup], list[np.ndarray]]) -> dict[str, torch.Tensor]:
+        members, scores = problem
         if members[0].blocks == 1:
-            return {members[0].name: assign(group_score(members[0], stats))}
-        block_perm, inner = assign_blocks(
-            [group_score(g, stats) for g in members], members[0].blocks
-        )
+            return {members[0].name: torch.from_numpy(_lsa(scores[0])).long()}
+        block_perm, inner = _assign_blocks(scores, members[0].blocks)
         return {
-            g.name: compose_blocks(block_perm, per_block, g.block_size)
+            g.name: compose_blocks(
+                torch.from_numpy(block_perm).long(),
+                [torch.from_numpy(p).long() for p in per_block],
+                g.block_size,
+            )
             for g, per_block in zip(members, inner, strict=True)
         }
 
-    # largest problems first, so the threads finish together
-    order = sorted(jobs.values(), key=lambda m: -m[0].size)
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        solved = list(pool.map(solve, order))
+        solved = list(pool.map(solve, problems))
     found = {k: v for part in solved for k, v in part.items()}
     return {g.name: found[g.name] for g in spec.groups if g.name in found}
