@@ -71,6 +71,7 @@ def main() -> None:
     print(f"matching      {matching:8.2f} s")
     print(f"applying      {applying:8.2f} s")
     print(f"merge total   {total:8.2f} s")
+    print(f"calibration / forward = {calibration / forward:.2f} (the part that grows with clips)")
     print(f"ratio merge / forward = {total / forward:.2f} (target <= 2)")
 
 

@@ -1,8 +1,8 @@
 """Streamed activation statistics of two encoders at every merge point.
 
-For each point only means, variances and the A x B cross products are accumulated (float64
-accumulators, per-batch centred products merged with Chan's parallel update), so memory does
-not grow with the calibration set and the result does not depend on batching or padding.
+For each point only sums, sums of squares and the A x B cross products are accumulated (never
+A x A, never the activations themselves), so memory does not grow with the calibration set;
+padded frames are excluded, so the result does not depend on batching or padding.
 The statistics do not depend on the permutation scope or alpha: they are cached on disk and
 reused by every job of a sweep.
 """
@@ -86,9 +86,10 @@ class CrossMoments:
     """Running sums of shifted activations, their squares and A x B cross products.
 
     Batches arrive as (clips, frames, units) tensors of any memory layout plus each clip's
-    valid frames. Data are shifted by the first batch's means before any product, so float32
-    matrix products lose nothing to cancellation. Cross products collect in a float32 buffer
-    that is flushed into float64 every ``FLUSH_FRAMES`` frames; all other sums are float64.
+    valid frames. Data are shifted by the first clip's means before any product, so float32
+    matrix products lose nothing to cancellation when means dwarf spreads. Cross products
+    collect in a float32 buffer flushed into float64 every ``FLUSH_FRAMES`` frames; all other
+    sums are float64.
     """
 
     FLUSH_FRAMES = 1 << 18
