@@ -1,0 +1,43 @@
+import csv
+from pathlib import Path
+
+import pytest
+
+from eval.scores import PAPER_MUSIC, PAPER_SPEECH, domain_score, paper_scores
+
+TABLE = Path(__file__).resolve().parents[1] / "eval" / "data" / "paper_table1.csv"
+
+
+def load_rows():
+    rows = list(csv.DictReader(TABLE.read_text().splitlines()))
+    cols = PAPER_SPEECH + PAPER_MUSIC + ("speech", "music", "avg")
+    return [{"id": r["id"], **{c: float(r[c]) for c in cols}} for r in rows]
+
+
+# Row 3's published Music score is 0.32 below what its own published per-task numbers give
+# (rounding of the per-task columns explains at most ~0.1); every other cell agrees within 0.1.
+PUBLISHED_OFFSETS = {("3", "music"): 0.323, ("3", "avg"): 0.178}
+
+
+@pytest.mark.parametrize("row", load_rows(), ids=lambda r: f"id{r['id']}")
+def test_paper_formula_reproduces_table_one(row):
+    rows = {r["id"]: r for r in load_rows()}
+    got = paper_scores(row, rows["1"], rows["2"])
+    for key in ("speech", "music", "avg"):
+        offset = PUBLISHED_OFFSETS.get((row["id"], key), 0.0)
+        assert got[key] - row[key] == pytest.approx(offset, abs=0.1 if not offset else 0.01), key
+
+
+def test_lower_is_better_tasks_use_the_same_formula():
+    # WER below the reference's scores above 1000; at the floor it scores 0
+    ref, floor = {"asr_wer": 10.0}, {"asr_wer": 90.0}
+    assert domain_score({"asr_wer": 10.0}, ref, floor) == pytest.approx(1000)
+    assert domain_score({"asr_wer": 90.0}, ref, floor) == pytest.approx(0)
+    assert domain_score({"asr_wer": 5.0}, ref, floor) > 1000
+
+
+def test_missing_tasks_and_degenerate_references_are_errors():
+    with pytest.raises(KeyError, match="lack tasks"):
+        domain_score({}, {"ks": 90.0})
+    with pytest.raises(ValueError, match="equals the floor"):
+        domain_score({"ks": 50.0}, {"ks": 10.0}, {"ks": 10.0})
