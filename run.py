@@ -76,6 +76,13 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
             {"a": a.source, "b": b.source, "scope": p.name, "alpha": cfg.merge.alpha},
         )
         seconds["export"] = time.perf_counter() - t
+    evaluation = None
+    if cfg.eval.name != "none":
+        from eval.evaluate import evaluate  # merging never depends on eval
+
+        t = time.perf_counter()
+        evaluation = evaluate(result.encoder, cfg.eval, cfg.paths.cache, progress=cfg.progress)
+        seconds["evaluation"] = time.perf_counter() - t
     return {
         "scope": OmegaConf.to_container(p),
         "alpha": cfg.merge.alpha,
@@ -88,6 +95,7 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
         "alignment": result.alignment,
         "plots": plots,
         "merged_dir": str(out / "merged") if cfg.save_merged else None,
+        "evaluation": evaluation,
         "seconds": seconds,
     }
 

@@ -134,3 +134,28 @@ def test_id9_is_one_override():
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["permute=fnn_attn", "permute.cnn=false"])
     assert (cfg.permute.cnn, cfg.permute.ffn, cfg.permute.attn) == (False, True, "heads")
+
+
+def test_eval_folder_probes_the_merged_encoder_and_reuses_features(world, tmp_path):
+    from tests.test_eval import make_two_class_folder
+
+    task = make_two_class_folder(tmp_path / "hum_vs_hiss", per_class=30)
+    extra = [
+        "eval=folder",
+        f"eval.root={task}",
+        "eval.domain=music",
+        "eval.probe.epochs=15",
+        "save_merged=false",
+    ]
+    for name in ("first", "second"):
+        done = run_cli("permute=fnn_attn", *common(world, "B", tmp_path / name), *extra)
+        assert done.returncode == 0, done.stderr[-3000:]
+    first, second = (
+        json.loads((tmp_path / n / "results.json").read_text())["evaluation"]["tasks"][
+            "hum_vs_hiss"
+        ]
+        for n in ("first", "second")
+    )
+    assert first["test"] > 90 and first["skipped"] == 1 and first["domain"] == "music"
+    assert (first["features_cached"], second["features_cached"]) == (False, True)
+    assert second["test"] == first["test"]  # seeded: a rerun gives the same numbers

@@ -1,0 +1,177 @@
+"""Extract once, probe many: time-pooled hidden states of every layer, cached on disk.
+
+A softmax-weighted sum of layers commutes with mean pooling over time, so caching each layer's
+time-mean is exact for s3prl's weighted-sum + mean-pool utterance head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from tqdm.auto import tqdm
+from transformers.audio_utils import mel_filter_bank
+
+from eval.data import Example
+from merging.audio import read_audio
+from merging.calibrate import fingerprint_model
+from merging.forward import conv_output_lengths, encode, frame_mask, min_samples, pad_batch
+from merging.load import Encoder
+
+FEATURES_VERSION = 1
+
+
+class Upstream(Protocol):
+    """Anything that maps a padded batch of waveforms to per-layer frame features."""
+
+    name: str
+    sample_rate: int
+    min_samples: int
+
+    def fingerprint(self) -> str: ...
+
+    def layers(
+        self, wave: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(list of (batch, frames, dim) per layer, valid frames per clip)."""
+        ...
+
+
+@dataclass
+class EncoderUpstream:
+    encoder: Encoder
+    name: str = "encoder"
+
+    @property
+    def sample_rate(self) -> int:
+        return self.encoder.sample_rate
+
+    @property
+    def min_samples(self) -> int:
+        return min_samples(self.encoder.config)
+
+    def fingerprint(self) -> str:
+        return fingerprint_model(self.encoder.model) + f"-{self.encoder.normalize}"
+
+    def layers(self, wave, lengths):
+        out = encode(self.encoder, wave, lengths, output_hidden_states=True)
+        return list(out.hidden_states), conv_output_lengths(lengths, self.encoder.config)[-1]
+
+
+@dataclass
+class FbankUpstream:
+    """80 log-mel bins, 25 ms windows every 10 ms: the SUPERB floor, in torch only."""
+
+    sample_rate: int = 16000
+    bins: int = 80
+    name: str = "fbank"
+    min_samples: int = 400
+
+    def fingerprint(self) -> str:
+        return f"fbank-{self.sample_rate}-{self.bins}"
+
+    def layers(self, wave, lengths):
+        n_fft, hop = int(0.025 * self.sample_rate), int(0.010 * self.sample_rate)
+        spec = (
+            torch.stft(
+                wave, n_fft, hop, window=torch.hann_window(n_fft), center=True, return_complex=True
+            )
+            .abs()
+            .square()
+        )
+        mel = torch.from_numpy(
+            mel_filter_bank(
+                num_frequency_bins=n_fft // 2 + 1,
+                num_mel_filters=self.bins,
+                min_frequency=20.0,
+                max_frequency=self.sample_rate / 2,
+                sampling_rate=self.sample_rate,
+                mel_scale="kaldi",
+            )
+        ).float()
+        logmel = torch.log(torch.einsum("bft,fm->btm", spec, mel) + 1e-6)
+        return [logmel], lengths // hop + 1
+
+
+@dataclass
+class PooledFeatures:
+    features: torch.Tensor  # (clips, layers, dim): per-layer time means
+    examples: list[Example]  # the usable examples, aligned with ``features``
+    skipped: list[str]  # unreadable, empty, silent or too short
+    seconds: float
+    cached: bool
+
+
+def _dataset_key(upstream: Upstream, examples: Sequence[Example], max_seconds: float) -> str:
+    files = []
+    for e in examples:
+        try:
+            st = os.stat(e.path)
+            files.append((e.path, st.st_size, st.st_mtime_ns))
+        except OSError:
+            files.append((e.path, -1, -1))
+    blob = json.dumps(
+        [FEATURES_VERSION, upstream.fingerprint(), upstream.sample_rate, max_seconds, files]
+    )
+    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+@torch.no_grad()
+def pooled_features(
+    upstream: Upstream,
+    examples: Sequence[Example],
+    cache_dir: str | Path | None,
+    max_seconds: float = 10.0,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> PooledFeatures:
+    """Per-layer time-pooled features of every readable example, from the cache if present."""
+    t0 = time.perf_counter()
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / "features" / f"{_dataset_key(upstream, examples, max_seconds)}.pt"
+        if path.is_file():
+            raw = torch.load(path, weights_only=False)
+            return PooledFeatures(
+                raw["features"],
+                [examples[i] for i in raw["index"]],
+                raw["skipped"],
+                time.perf_counter() - t0,
+                True,
+            )
+    waves, index, skipped = [], [], []
+    for i, e in enumerate(examples):
+        w = read_audio(e.path, upstream.sample_rate, max_seconds)
+        if w is None or w.size < upstream.min_samples:
+            skipped.append(e.path)
+        else:
+            waves.append(torch.from_numpy(w))
+            index.append(i)
+    if not waves:
+        raise ValueError("no usable audio among the task's files")
+    order = sorted(range(len(waves)), key=lambda k: -waves[k].numel())
+    pooled: list[torch.Tensor | None] = [None] * len(waves)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc=f"features ({upstream.name})", disable=not progress):
+        wave, lengths = pad_batch([waves[k] for k in batch])
+        layers, frames = upstream.layers(wave, lengths)
+        mask = frame_mask(frames, layers[0].shape[1])[:, :, None].float()
+        means = torch.stack([(h * mask).sum(1) / mask.sum(1) for h in layers], dim=1)
+        for j, k in enumerate(batch):
+            pooled[k] = means[j].float()
+    features = torch.stack(pooled)  # type: ignore[arg-type]
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"features": features, "index": index, "skipped": skipped}, tmp)
+        os.replace(tmp, path)
+    return PooledFeatures(
+        features, [examples[i] for i in index], skipped, time.perf_counter() - t0, False
+    )

@@ -1,0 +1,125 @@
+"""s3prl-style utterance probes on cached pooled features, trained with Lightning.
+
+The probe learns softmax weights over all layers, sums the (standardised) layers with them and
+classifies with a linear or one-hidden-layer head. A small learning-rate grid is chosen on the
+validation split; the test split is scored once, with the chosen setting.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from eval.features import PooledFeatures
+
+
+class UtteranceProbe(L.LightningModule):
+    def __init__(self, layers: int, dim: int, classes: int, hidden: int = 0, lr: float = 1e-3):
+        super().__init__()
+        self.lr = lr
+        self.layer_logits = nn.Parameter(torch.zeros(layers))
+        self.head = (
+            nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+            if hidden
+            else nn.Linear(dim, classes)
+        )
+
+    def layer_weights(self) -> torch.Tensor:
+        return torch.softmax(self.layer_logits, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.einsum("l,bld->bd", self.layer_weights(), x))
+
+    def training_step(self, batch, _idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+@dataclass
+class ProbeResult:
+    test_accuracy: float
+    valid_accuracy: float
+    lr: float
+    layer_weights: list[float]
+    classes: list[str]
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean()) if len(y) else float("nan")
+
+
+def _split(feats: PooledFeatures, name: str, labels: dict[str, int]):
+    idx = [i for i, e in enumerate(feats.examples) if e.split == name]
+    y = torch.tensor([labels[feats.examples[i].label] for i in idx], dtype=torch.long)
+    return feats.features[idx], y
+
+
+def fit_probe(
+    feats: PooledFeatures,
+    lrs: Sequence[float] = (1e-3, 1e-2),
+    hidden: int = 0,
+    epochs: int = 40,
+    batch_size: int = 32,
+    seed: int = 0,
+    accelerator: str = "cpu",
+) -> ProbeResult:
+    """Train one probe per learning rate; keep the best on validation; score test."""
+    classes = sorted({e.label for e in feats.examples})
+    labels = {c: i for i, c in enumerate(classes)}
+    (xtr, ytr), (xva, yva), (xte, yte) = (
+        _split(feats, s, labels) for s in ("train", "valid", "test")
+    )
+    if len(ytr) == 0 or len(yte) == 0:
+        raise ValueError("a probe needs non-empty train and test splits")
+    if len(yva) == 0:  # tiny datasets: select on train rather than fail
+        xva, yva = xtr, ytr
+    mean, std = xtr.mean(0, keepdim=True), xtr.std(0, keepdim=True).clamp(min=1e-6)
+    xtr, xva, xte = ((x - mean) / std for x in (xtr, xva, xte))
+
+    best: tuple[float, float, nn.Module] | None = None
+    for lr in lrs:
+        L.seed_everything(seed, workers=True, verbose=False)
+        model = UtteranceProbe(xtr.shape[1], xtr.shape[2], len(classes), hidden, lr)
+        loader = DataLoader(
+            TensorDataset(xtr, ytr),
+            batch_size=batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            accelerator=accelerator,
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            deterministic=True,
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            trainer.fit(model, loader)
+        score = _accuracy(model, xva, yva)
+        if best is None or score > best[0]:
+            best = (score, lr, copy.deepcopy(model))
+    assert best is not None
+    valid, lr, model = best
+    return ProbeResult(
+        _accuracy(model, xte, yte), valid, lr, model.layer_weights().tolist(), classes
+    )
+
+
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

@@ -1,0 +1,103 @@
+import random
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from eval.data import Example, csv_manifest, hash_split, labelled_folder
+from eval.features import EncoderUpstream, FbankUpstream, pooled_features
+from eval.probe import fit_probe
+from merging.audio import AudioError
+from tests.helpers import random_encoder, tiny_config
+
+RATE = 16000
+
+
+def make_two_class_folder(root, per_class=60, seed=0):
+    """Low hums vs bright noise bursts, in mixed formats and rates, plus one corrupt file."""
+    rng = np.random.default_rng(seed)
+    for cls in ("hum", "hiss"):
+        (root / cls).mkdir(parents=True)
+    for i in range(per_class):
+        rate = (16000, 22050, 8000)[i % 3]
+        t = np.arange(int(rate * rng.uniform(0.4, 0.8))) / rate
+        hum = 0.4 * np.sin(2 * np.pi * rng.uniform(90, 180) * t) + 0.02 * rng.standard_normal(
+            t.size
+        )
+        hiss = np.diff(rng.standard_normal(t.size + 1)) * 0.2
+        ext = (".wav", ".flac", ".ogg")[i % 3]
+        sf.write(root / "hum" / f"h{i:03d}{ext}", hum.astype(np.float32), rate)
+        sf.write(root / "hiss" / f"s{i:03d}{ext}", hiss.astype(np.float32), rate)
+    (root / "hum" / "corrupt.wav").write_bytes(b"RIFF....WAVEjunk")
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_class(tmp_path_factory):
+    return make_two_class_folder(tmp_path_factory.mktemp("two_class"))
+
+
+def test_hash_split_is_deterministic_and_roughly_proportional():
+    splits = [hash_split(f"class/file{i}.wav") for i in range(2000)]
+    assert splits == [hash_split(f"class/file{i}.wav") for i in range(2000)]
+    assert 0.15 < splits.count("test") / 2000 < 0.25
+    assert 0.06 < splits.count("valid") / 2000 < 0.14
+
+
+def test_folder_and_manifest_adapters(tmp_path, two_class):
+    rows = labelled_folder(two_class)
+    assert {r.label for r in rows} == {"hum", "hiss"} and len(rows) == 121
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "path,label,split\n"
+        + "\n".join(
+            f"{r.path},{r.label},{'test' if i % 4 == 0 else ''}" for i, r in enumerate(rows[:8])
+        )
+    )
+    listed = csv_manifest(manifest)
+    assert [r.split for r in listed][::4] == ["test", "test"]
+    assert all(r.split in ("train", "valid", "test") for r in listed)
+    with pytest.raises(AudioError, match="does not exist"):
+        labelled_folder(tmp_path / "missing")
+
+
+def test_probe_separates_clear_classes_and_not_shuffled_labels(tmp_path, two_class):
+    rows = labelled_folder(two_class)
+    feats = pooled_features(FbankUpstream(RATE), rows, tmp_path, progress=False)
+    assert feats.skipped == [str(two_class / "hum" / "corrupt.wav")]
+    result = fit_probe(feats)
+    assert result.test_accuracy > 0.95
+    assert abs(sum(result.layer_weights) - 1) < 1e-5
+
+    rng = random.Random(0)
+    labels = [e.label for e in feats.examples]
+    rng.shuffle(labels)
+    shuffled = type(feats)(
+        feats.features,
+        [Example(e.path, lab, e.split) for e, lab in zip(feats.examples, labels, strict=True)],
+        [],
+        0.0,
+        False,
+    )
+    assert fit_probe(shuffled).test_accuracy < 0.75
+
+
+def test_features_are_extracted_once_per_encoder_and_dataset(tmp_path, two_class):
+    rows = labelled_folder(two_class)[:24]
+    upstream = EncoderUpstream(random_encoder(tiny_config(), 0))
+    first = pooled_features(upstream, rows, tmp_path, progress=False)
+    second = pooled_features(upstream, rows, tmp_path, progress=False)
+    assert (first.cached, second.cached) == (False, True)
+    assert second.seconds < first.seconds
+    assert first.features.shape == (24, tiny_config().num_hidden_layers + 1, 32)
+    assert (first.features == second.features).all()
+    other = EncoderUpstream(random_encoder(tiny_config(), 1))
+    assert not pooled_features(other, rows, tmp_path, progress=False).cached
+
+
+def test_pooled_features_do_not_depend_on_batching(tmp_path, two_class):
+    rows = labelled_folder(two_class)[:10]
+    upstream = EncoderUpstream(random_encoder(tiny_config(), 0))
+    one = pooled_features(upstream, rows, None, batch_size=1, progress=False)
+    many = pooled_features(upstream, rows, None, batch_size=5, progress=False)
+    assert (one.features - many.features).abs().max() < 1e-4
