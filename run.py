@@ -81,7 +81,9 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
         from eval.evaluate import evaluate  # merging never depends on eval
 
         t = time.perf_counter()
-        evaluation = evaluate(result.encoder, cfg.eval, cfg.paths.cache, progress=cfg.progress)
+        evaluation = evaluate(
+            result.encoder, cfg.eval, cfg.paths.cache, parents=(a, b), progress=cfg.progress
+        )
         seconds["evaluation"] = time.perf_counter() - t
     return {
         "scope": OmegaConf.to_container(p),

@@ -1,53 +1,182 @@
-"""eval's entry point for the runner: probe an encoder on the configured tasks."""
+"""eval's entry point for the runner: probe an encoder on a suite and score it like the paper.
+
+Probe results are cached per (upstream weights, task data, probe settings), so the parents and
+the FBANK floor that every score is normalised by are computed once and reused by a sweep.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from eval.data import labelled_folder
-from eval.features import EncoderUpstream, pooled_features
-from eval.probe import fit_probe
+from eval.data import Example, labelled_folder
+from eval.datasets import speech_commands
+from eval.features import EncoderUpstream, FbankUpstream, Upstream, dataset_key, pooled_features
+from eval.probe import fit_kfold, fit_probe
+from eval.scores import PAPER_FBANK, domain_score
+from eval.tasks import PAPER_TASKS, Task
 from merging.load import Encoder
 
 DOMAINS = ("speech", "music")
+
+
+def build_suite(cfg: DictConfig) -> list[tuple[Task, list[Example]]]:
+    """The configured tasks with their examples (``eval=folder`` or ``eval=paper``)."""
+    if cfg.name == "folder":
+        if cfg.domain not in DOMAINS:
+            raise ValueError(f"eval.domain must be one of {DOMAINS}, got {cfg.domain!r}")
+        task = Task(
+            Path(cfg.root).name,
+            Path(cfg.root).name,
+            cfg.domain,
+            "utterance",
+            "accuracy",
+            labelled_folder,
+            cfg.max_seconds,
+        )
+        return [(task, labelled_folder(cfg.root))]
+    if cfg.name == "paper":
+        suite = []
+        for name, root in cfg.roots.items():
+            if not root:
+                continue
+            if name not in PAPER_TASKS:
+                raise ValueError(f"eval.roots.{name}: not a paper task ({', '.join(PAPER_TASKS)})")
+            task = PAPER_TASKS[name]
+            if task.kind == "ctc":
+                raise ValueError("ASR (CTC) probing is not available yet; drop eval.roots.asr_wer")
+            if name == "ks":
+                rows = speech_commands(root, cfg.get("speech_commands_test") or None)
+            else:
+                rows = task.adapter(root)
+            suite.append((task, rows))
+        if not suite:
+            raise ValueError("eval=paper needs at least one of eval.roots.<task>=DIR")
+        return suite
+    raise ValueError(f"eval={cfg.name!r} is not known (choose: none, folder, paper)")
+
+
+def probe_task(
+    upstream: Upstream,
+    task: Task,
+    rows: list[Example],
+    cfg: DictConfig,
+    cache_dir: str | Path | None,
+    accelerator: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """One task's metric (in %) for one upstream, from the probe cache when possible."""
+    probe = OmegaConf.to_container(cfg.probe, resolve=True)
+    path = None
+    if cache_dir is not None:
+        key = hashlib.blake2b(
+            json.dumps([dataset_key(upstream, rows, task.max_seconds), task.kind, probe]).encode(),
+            digest_size=16,
+        ).hexdigest()
+        path = Path(cache_dir) / "probes" / f"{key}.json"
+        if path.is_file():
+            return {**json.loads(path.read_text()), "probe_cached": True}
+    feats = pooled_features(upstream, rows, cache_dir, task.max_seconds, cfg.batch_size, progress)
+    kwargs = {
+        "lrs": probe["lrs"],
+        "hidden": probe["hidden"],
+        "epochs": probe["epochs"],
+        "batch_size": probe["batch_size"],
+        "accelerator": accelerator,
+    }
+    out = {
+        "metric": task.metric,
+        "clips": len(feats.examples),
+        "skipped": len(feats.skipped),
+        "feature_seconds": feats.seconds,
+        "features_cached": feats.cached,
+    }
+    if task.kind == "kfold":
+        k = fit_kfold(feats, **kwargs)
+        out.update(
+            value=100 * k["mean"],
+            std=100 * k["std"],
+            folds={f: 100 * v for f, v in k["folds"].items()},
+        )
+    else:
+        r = fit_probe(feats, **kwargs)
+        out.update(
+            value=100 * r.test_accuracy,
+            valid=100 * r.valid_accuracy,
+            lr=r.lr,
+            layer_weights=r.layer_weights,
+        )
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(out))
+        os.replace(tmp, path)
+    return {**out, "probe_cached": False}
+
+
+def scores(
+    metrics: dict[str, float],
+    suite: list[tuple[Task, list[Example]]],
+    ref_a: dict[str, float],
+    ref_b: dict[str, float],
+    floor: dict[str, float],
+) -> dict:
+    """Speech (vs A, above the FBANK floor), Music (vs B), and Avg where both exist."""
+    out: dict = {}
+    for domain, ref, low in (("speech", ref_a, floor), ("music", ref_b, None)):
+        names = [t.name for t, _ in suite if t.domain == domain]
+        if names:
+            try:
+                out[domain] = domain_score(metrics, {t: ref[t] for t in names}, low)
+            except ValueError as err:  # e.g. a parent no better than the floor on a task
+                out[domain] = None
+                out[f"{domain}_error"] = str(err)
+    if out.get("speech") is not None and out.get("music") is not None:
+        out["avg"] = (out["speech"] + out["music"]) / 2
+    return out
 
 
 def evaluate(
     encoder: Encoder,
     cfg: DictConfig,
     cache_dir: str | Path | None,
+    parents: tuple[Encoder, Encoder] | None = None,
     accelerator: str = "cpu",
     progress: bool = True,
 ) -> dict:
-    """Per-task metrics of a frozen encoder (``eval=folder``: one labelled folder)."""
-    if cfg.name != "folder":
-        raise ValueError(f"eval={cfg.name!r} is not available yet (choose: none, folder)")
-    if cfg.domain not in DOMAINS:
-        raise ValueError(f"eval.domain must be one of {DOMAINS}, got {cfg.domain!r}")
-    rows = labelled_folder(cfg.root)
-    feats = pooled_features(
-        EncoderUpstream(encoder), rows, cache_dir, cfg.max_seconds, cfg.batch_size, progress
-    )
-    p = cfg.probe
-    result = fit_probe(
-        feats, list(p.lrs), p.hidden, p.epochs, p.batch_size, accelerator=accelerator
-    )
-    task = Path(cfg.root).name
-    return {
-        "tasks": {
-            task: {
-                "domain": cfg.domain,
-                "metric": "accuracy",
-                "test": 100 * result.test_accuracy,
-                "valid": 100 * result.valid_accuracy,
-                "lr": result.lr,
-                "layer_weights": result.layer_weights,
-                "clips": len(feats.examples),
-                "skipped": len(feats.skipped),
-                "feature_seconds": feats.seconds,
-                "features_cached": feats.cached,
-            }
+    """Per-task metrics of a frozen encoder; with ``parents`` also the references and scores."""
+    suite = build_suite(cfg)
+
+    def run(upstream: Upstream) -> dict[str, dict]:
+        return {
+            t.name: probe_task(upstream, t, rows, cfg, cache_dir, accelerator, progress)
+            for t, rows in suite
         }
+
+    tasks = run(EncoderUpstream(encoder, "merged"))
+    result: dict = {"tasks": tasks}
+    if parents is None:
+        return result
+    a, b = parents
+    refs = {
+        "a": run(EncoderUpstream(a, "model A")),
+        "b": run(EncoderUpstream(b, "model B")),
     }
+    paper_floor = cfg.name == "paper"
+    if not paper_floor and any(t.domain == "speech" for t, _ in suite):
+        refs["fbank"] = run(FbankUpstream(encoder.sample_rate))
+    floor = (
+        dict(PAPER_FBANK)
+        if paper_floor
+        else {name: m["value"] for name, m in refs.get("fbank", {}).items()}
+    )
+    value = {name: m["value"] for name, m in tasks.items()}
+    ref_a = {name: m["value"] for name, m in refs["a"].items()}
+    ref_b = {name: m["value"] for name, m in refs["b"].items()}
+    result["references"] = {k: {n: m["value"] for n, m in v.items()} for k, v in refs.items()}
+    result["scores"] = scores(value, suite, ref_a, ref_b, floor)
+    return result

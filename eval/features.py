@@ -109,7 +109,7 @@ class PooledFeatures:
     cached: bool
 
 
-def _dataset_key(upstream: Upstream, examples: Sequence[Example], max_seconds: float) -> str:
+def dataset_key(upstream: Upstream, examples: Sequence[Example], max_seconds: float) -> str:
     files = []
     for e in examples:
         try:
@@ -136,7 +136,7 @@ def pooled_features(
     t0 = time.perf_counter()
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / "features" / f"{_dataset_key(upstream, examples, max_seconds)}.pt"
+        path = Path(cache_dir) / "features" / f"{dataset_key(upstream, examples, max_seconds)}.pt"
         if path.is_file():
             raw = torch.load(path, weights_only=False)
             return PooledFeatures(

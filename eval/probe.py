@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from eval.data import Example, hash_split
 from eval.features import PooledFeatures
 
 
@@ -120,6 +121,27 @@ def fit_probe(
     return ProbeResult(
         _accuracy(model, xte, yte), valid, lr, model.layer_weights().tolist(), classes
     )
+
+
+def fit_kfold(feats: PooledFeatures, **kwargs) -> dict:
+    """Leave-one-fold-out over the ``fold<k>`` splits; validation is a hashed 10% of the rest."""
+    folds = sorted({e.split for e in feats.examples})
+    if len(folds) < 2 or not all(f.startswith("fold") for f in folds):
+        raise ValueError(f"k-fold probing needs fold<k> splits, got {folds}")
+    per_fold = {}
+    for fold in folds:
+        examples = [
+            Example(e.path, e.label, "test" if e.split == fold else hash_split(e.path, 0.1, 0.0))
+            for e in feats.examples
+        ]
+        held_out = PooledFeatures(feats.features, examples, feats.skipped, 0.0, feats.cached)
+        per_fold[fold] = fit_probe(held_out, **kwargs).test_accuracy
+    accs = torch.tensor(list(per_fold.values()))
+    return {
+        "mean": float(accs.mean()),
+        "std": float(accs.std(unbiased=False)),
+        "folds": per_fold,
+    }
 
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

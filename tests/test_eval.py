@@ -101,3 +101,59 @@ def test_pooled_features_do_not_depend_on_batching(tmp_path, two_class):
     one = pooled_features(upstream, rows, None, batch_size=1, progress=False)
     many = pooled_features(upstream, rows, None, batch_size=5, progress=False)
     assert (one.features - many.features).abs().max() < 1e-4
+
+
+def test_kfold_probe_holds_out_each_fold(tmp_path, two_class):
+    from eval.probe import fit_kfold
+
+    rows = labelled_folder(two_class)
+    folded = [Example(r.path, r.label, f"fold{1 + i % 3}") for i, r in enumerate(rows)]
+    feats = pooled_features(FbankUpstream(RATE), folded, tmp_path, progress=False)
+    result = fit_kfold(feats, epochs=20)
+    assert set(result["folds"]) == {"fold1", "fold2", "fold3"}
+    assert result["mean"] > 0.9 and result["std"] < 0.1
+    with pytest.raises(ValueError, match="fold<k>"):
+        fit_kfold(pooled_features(FbankUpstream(RATE), rows, tmp_path, progress=False))
+
+
+def write_esc50(root, per_fold=4, seed=0):
+    rng = np.random.default_rng(seed)
+    (root / "meta").mkdir(parents=True)
+    (root / "audio").mkdir()
+    lines = ["filename,fold,target,category,esc10,src_file,take"]
+    for fold in range(1, 6):
+        for i in range(per_fold):
+            cat = ("hum", "hiss")[i % 2]
+            t = np.arange(8000) / RATE
+            x = (
+                0.4 * np.sin(2 * np.pi * rng.uniform(90, 180) * t)
+                if cat == "hum"
+                else 0.2 * np.diff(rng.standard_normal(t.size + 1))
+            )
+            name = f"{fold}-{i}-A-{i % 2}.wav"
+            sf.write(root / "audio" / name, x.astype(np.float32), RATE)
+            lines.append(f"{name},{fold},{i % 2},{cat},False,{i},A")
+    (root / "meta" / "esc50.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_paper_suite_kfold_task_with_references_and_scores(tmp_path):
+    from omegaconf import OmegaConf
+
+    from eval.evaluate import evaluate
+
+    esc = write_esc50(tmp_path / "ESC-50")
+    cfg = OmegaConf.load("conf/eval/paper.yaml")
+    cfg.roots.esc50 = str(esc)
+    cfg.probe.epochs = 15
+    a, b = random_encoder(tiny_config(), 0), random_encoder(tiny_config(), 1)
+    out = evaluate(a, cfg, tmp_path / "cache", parents=(a, b), progress=False)
+    esc50 = out["tasks"]["esc50"]
+    assert set(esc50["folds"]) == {f"fold{k}" for k in range(1, 6)}
+    assert out["references"]["a"]["esc50"] == esc50["value"]  # same encoder, cached probe
+    assert out["scores"]["music"] == pytest.approx(
+        1000 * esc50["value"] / out["references"]["b"]["esc50"]
+    )
+    cfg.roots.asr_wer = str(tmp_path)
+    with pytest.raises(ValueError, match="CTC"):
+        evaluate(a, cfg, None)
