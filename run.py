@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 import traceback
@@ -23,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from merging.analysis import plot_alignment
 from merging.audio import calibration_clips
 from merging.calibrate import cached_calibrate
+from merging.files import write_atomically
 from merging.forward import min_samples
 from merging.load import check_mergeable, load_encoder
 from merging.match import Scope
@@ -30,12 +30,6 @@ from merging.merge import export, merge
 from merging.runtime import keep_freed_memory
 
 log = logging.getLogger("run")
-
-
-def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def merge_job(cfg: DictConfig, out: Path) -> dict:
@@ -119,7 +113,8 @@ def main(cfg: DictConfig) -> None:
         )
     finally:
         record["total_seconds"] = time.perf_counter() - t
-        write_json(out / "results.json", record)
+        text = json.dumps(record, indent=2, default=str)
+        write_atomically(out / "results.json", lambda tmp: tmp.write_text(text))
     if record["status"] == "ok":
         log.info("merged %s -> %s", cfg.permute.name, out)
         return

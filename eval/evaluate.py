@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -19,6 +18,7 @@ from eval.features import EncoderUpstream, FbankUpstream, Upstream, dataset_key,
 from eval.probe import fit_kfold, fit_probe
 from eval.scores import PAPER_FBANK, domain_score
 from eval.tasks import PAPER_TASKS, Task
+from merging.files import write_atomically
 from merging.load import Encoder
 
 DOMAINS = ("speech", "music")
@@ -111,10 +111,7 @@ def probe_task(
             layer_weights=r.layer_weights,
         )
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(out))
-        os.replace(tmp, path)
+        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(out)))
     return {**out, "probe_cached": False}
 
 

@@ -22,6 +22,7 @@ from transformers.audio_utils import mel_filter_bank
 from eval.data import Example
 from merging.audio import read_audio
 from merging.calibrate import fingerprint_model
+from merging.files import write_atomically
 from merging.forward import conv_output_lengths, encode, frame_mask, min_samples, pad_batch
 from merging.load import Encoder
 
@@ -168,10 +169,8 @@ def pooled_features(
             pooled[k] = means[j].float()
     features = torch.stack(pooled)  # type: ignore[arg-type]
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"features": features, "index": index, "skipped": skipped}, tmp)
-        os.replace(tmp, path)
+        saved = {"features": features, "index": index, "skipped": skipped}
+        write_atomically(path, lambda tmp: torch.save(saved, tmp))
     return PooledFeatures(
         features, [examples[i] for i in index], skipped, time.perf_counter() - t0, False
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import HubertConfig
 
 from merging.audio import Clip
+from merging.files import write_atomically
 from merging.forward import conv_output_lengths, encode, frame_mask, pad_batch
 from merging.load import Encoder
 
@@ -281,8 +281,5 @@ def cached_calibrate(
         except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, not fatal
             path.unlink(missing_ok=True)
     stats = calibrate(a, b, clips, batch_size, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({k: v.to_dict() for k, v in stats.items()}, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: torch.save({k: v.to_dict() for k, v in stats.items()}, tmp))
     return stats, False
