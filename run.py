@@ -72,12 +72,19 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
         seconds["export"] = time.perf_counter() - t
     evaluation = None
     if cfg.eval.name != "none":
-        from eval.evaluate import evaluate  # merging never depends on eval
+        from eval.evaluate import evaluate, evaluate_s3prl  # merging never depends on eval
 
         t = time.perf_counter()
-        evaluation = evaluate(
-            result.encoder, cfg.eval, cfg.paths.cache, parents=(a, b), progress=cfg.progress
-        )
+        if cfg.eval.get("backend") == "s3prl":
+            if not cfg.save_merged:
+                raise ValueError(
+                    "eval.backend=s3prl needs the merged checkpoint (save_merged=true)"
+                )
+            evaluation = evaluate_s3prl(out / "merged", cfg.eval, out, out.name)
+        else:
+            evaluation = evaluate(
+                result.encoder, cfg.eval, cfg.paths.cache, parents=(a, b), progress=cfg.progress
+            )
         seconds["evaluation"] = time.perf_counter() - t
     return {
         "scope": OmegaConf.to_container(p),

@@ -73,14 +73,23 @@ def fluent_speech_commands(root: str | Path) -> list[Example]:
 
 
 def voxceleb1_identification(root: str | Path) -> list[Example]:
-    """VoxCeleb1 identification (``iden_split.txt``: 1 train, 2 valid, 3 test; audio in wav/)."""
+    """VoxCeleb1 identification (``iden_split.txt``: 1 train, 2 valid, 3 test).
+
+    Audio under ``wav/`` or, as s3prl lays it out, under ``dev/wav/`` and ``test/wav/``.
+    """
     root = _root(root, "iden_split.txt")
     names = {"1": "train", "2": "valid", "3": "test"}
+    wav_dirs = [root / "wav", root / "dev/wav", root / "test/wav"]
+    speaker_dir: dict[str, Path] = {}
     rows = []
     for line in (root / "iden_split.txt").read_text().splitlines():
         if line.strip():
             code, rel = line.split()
-            rows.append(Example(str(root / "wav" / rel), rel.split("/")[0], names[code]))
+            speaker = rel.split("/")[0]
+            if speaker not in speaker_dir:
+                found = [d for d in wav_dirs if (d / speaker).is_dir()]
+                speaker_dir[speaker] = found[0] if found else wav_dirs[0]
+            rows.append(Example(str(speaker_dir[speaker] / rel), speaker, names[code]))
     return _nonempty(rows, root)
 
 

@@ -177,3 +177,21 @@ def evaluate(
     result["references"] = {k: {n: m["value"] for n, m in v.items()} for k, v in refs.items()}
     result["scores"] = scores(value, suite, ref_a, ref_b, floor)
     return result
+
+
+def evaluate_s3prl(merged_dir: str | Path, cfg: DictConfig, out: str | Path, prefix: str) -> dict:
+    """Write s3prl's recipes for the configured tasks; run them if a checkout is configured."""
+    from eval.s3prl import run_commands, s3prl_commands, write_script
+
+    commands, skipped = s3prl_commands(
+        merged_dir,
+        OmegaConf.to_container(cfg.roots),
+        prefix,
+        cfg.get("speech_commands_test"),
+        OmegaConf.to_container(cfg.s3prl.downstreams),
+    )
+    script = write_script(commands, Path(out) / "s3prl.sh", cfg.s3prl.root)
+    result = {"backend": "s3prl", "script": str(script), "skipped": skipped}
+    if cfg.s3prl.root:
+        result["runs"] = run_commands(commands, cfg.s3prl.root, Path(out) / "s3prl_logs")
+    return result

@@ -78,6 +78,12 @@ def test_voxceleb1_identification(tmp_path):
         ("id10002", "test"),
     ]
     assert rows[2].path == str(root / "wav/id10002/xyz/00001.wav")
+    # s3prl's layout: dev/wav and test/wav
+    (root / "dev/wav/id10001").mkdir(parents=True)
+    (root / "test/wav/id10002").mkdir(parents=True)
+    rows = datasets.voxceleb1_identification(root)
+    assert rows[0].path == str(root / "dev/wav/id10001/1zcIwhmdeo4/00001.wav")
+    assert rows[2].path == str(root / "test/wav/id10002/xyz/00001.wav")
 
 
 def test_iemocap_four_classes_and_session_folds(tmp_path):

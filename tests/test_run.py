@@ -171,3 +171,20 @@ def test_other_config_groups_compose(group):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[group])
     assert cfg[group.split("=")[0]].name == group.split("=")[1]
+
+
+def test_s3prl_backend_writes_recipes_for_the_merged_checkpoint(world, tmp_path):
+    out = tmp_path / "s3prl_job"
+    done = run_cli(
+        "permute=fnn_attn",
+        *common(world, "B", out),
+        "eval=paper",
+        "eval.backend=s3prl",
+        "eval.roots.ic=/data/fsc",
+        "eval.roots.esc50=/data/esc",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    evaluation = json.loads((out / "results.json").read_text())["evaluation"]
+    assert set(evaluation["skipped"]) == {"esc50"} and "runs" not in evaluation
+    script = (out / "s3prl.sh").read_text()
+    assert f"-k {(out / 'merged').resolve()}" in script and "-d fluent_commands" in script
