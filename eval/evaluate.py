@@ -16,6 +16,7 @@ from eval.data import Example, labelled_folder
 from eval.datasets import speech_commands
 from eval.features import EncoderUpstream, FbankUpstream, Upstream, dataset_key, pooled_features
 from eval.probe import fit_kfold, fit_probe
+from eval.s3prl import run_commands, s3prl_commands, write_script
 from eval.scores import PAPER_FBANK, domain_score
 from eval.tasks import PAPER_TASKS, Task
 from merging.files import write_atomically
@@ -181,8 +182,6 @@ def evaluate(
 
 def evaluate_s3prl(merged_dir: str | Path, cfg: DictConfig, out: str | Path, prefix: str) -> dict:
     """Write s3prl's recipes for the configured tasks; run them if a checkout is configured."""
-    from eval.s3prl import run_commands, s3prl_commands, write_script
-
     commands, skipped = s3prl_commands(
         merged_dir,
         OmegaConf.to_container(cfg.roots),
