@@ -119,24 +119,20 @@ def match(
         if scope.selects(g):
             jobs.setdefault(g.name if g.blocks == 1 else (g.tie or g.name), []).append(g)
 
-    # Scores are built here, so the worker threads run scipy only (no torch thread pools
-    # spinning beside them) and release the GIL while solving.
+    # Scores are built here (float64 already, so the workers' conversions are free), so the
+    # worker threads run scipy only, with no torch thread pools spinning beside them.
     problems = [
-        (members, [group_score(g, stats).numpy() for g in members])
+        (members, [group_score(g, stats) for g in members])
         for members in sorted(jobs.values(), key=lambda m: -m[0].size)  # largest first
     ]
 
-    def solve(problem: tuple[list[PermGroup], list[np.ndarray]]) -> dict[str, torch.Tensor]:
+    def solve(problem: tuple[list[PermGroup], list[torch.Tensor]]) -> dict[str, torch.Tensor]:
         members, scores = problem
         if members[0].blocks == 1:
-            return {members[0].name: torch.from_numpy(_lsa(scores[0])).long()}
-        block_perm, inner = _assign_blocks(scores, members[0].blocks)
+            return {members[0].name: assign(scores[0])}
+        block_perm, inner = assign_blocks(scores, members[0].blocks)
         return {
-            g.name: compose_blocks(
-                torch.from_numpy(block_perm).long(),
-                [torch.from_numpy(p).long() for p in per_block],
-                g.block_size,
-            )
+            g.name: compose_blocks(block_perm, per_block, g.block_size)
             for g, per_block in zip(members, inner, strict=True)
         }
 
