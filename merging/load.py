@@ -88,7 +88,8 @@ def load_encoder(spec: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise EncoderLoadError(f"encoder path {spec!r} does not exist")
     else:
         encoder = _load_hub(spec)
-    encoder.model.to(device).eval().requires_grad_(False)
+    # Merging and probing run in float32 whatever the checkpoint stores (fp16, bf16).
+    encoder.model.to(device, torch.float32).eval().requires_grad_(False)
     return encoder
 
 
