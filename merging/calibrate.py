@@ -106,13 +106,13 @@ class CrossMoments:
         self.buffer = torch.zeros(ca, cb)
 
     def update(
-        self, a: torch.Tensor, b: torch.Tensor, lengths: Sequence[int], consume_a: bool = False
+        self, a: torch.Tensor, b: torch.Tensor, lengths: Sequence[int], consume: bool = False
     ) -> None:
-        """Fold in a (clips, frames, units) batch; ``consume_a`` lets ``a`` be overwritten."""
+        """Fold in a (clips, frames, units) batch; ``consume`` lets it overwrite ``a`` and ``b``."""
         if self.ref_a is None:  # any typical value will do as the shift: the first clip's mean
             self.ref_a, self.ref_b = a[0, : lengths[0]].mean(0), b[0, : lengths[0]].mean(0)
-        a = a.sub_(self.ref_a) if consume_a else a - self.ref_a
-        b = b - self.ref_b  # B's activation is still on its way through B
+        a = a.sub_(self.ref_a) if consume else a - self.ref_a
+        b = b.sub_(self.ref_b) if consume else b - self.ref_b
         if min(lengths) < a.shape[1]:  # padded frames must add nothing to the sums
             valid = frame_mask(torch.as_tensor(lengths), a.shape[1])[:, :, None]
             a.mul_(valid)
@@ -183,29 +183,31 @@ def _accumulate_batch(
     waves: Sequence[torch.Tensor],
     moments: dict[str, CrossMoments],
 ) -> None:
-    """Run A (keeping its activations), then B (folding each point into ``moments`` at once)."""
+    """Run A, then B, keeping both's activations, then fold every point into ``moments``.
+
+    Folding in after both passes lets the shifts work in place on activations neither encoder
+    reads any more, instead of copying each of B's while B still needs it.
+    """
     wave, lengths = pad_batch(waves)
     frames = dict(enumerate(n.tolist() for n in conv_output_lengths(lengths, a.config)))
     frames[-1] = frames[len(frames) - 1]
-    from_a: dict[str, torch.Tensor] = {}
+    kept: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] = ({}, {})
 
-    def time_major(p: Point, x: torch.Tensor) -> torch.Tensor:
-        return x.transpose(1, 2) if p.channels_first else x  # a view: nothing is copied
+    for encoder, store in zip((a, b), kept, strict=True):
 
-    def keep(p: Point, x: torch.Tensor) -> None:
-        from_a[p.name] = time_major(p, x)  # kept by reference: A no longer writes to it
+        def keep(p: Point, x: torch.Tensor, store: dict = store) -> None:
+            # kept by reference (the encoder does not write to it again); time-major view
+            store[p.name] = x.transpose(1, 2) if p.channels_first else x
 
-    def accumulate(p: Point, x: torch.Tensor) -> None:
-        xa, xb = from_a.pop(p.name), time_major(p, x)
+        with _hooks(encoder.model, points, keep):
+            encode(encoder, wave, lengths)
+    from_a, from_b = kept
+    for p in points:
+        xa, xb = from_a.pop(p.name), from_b.pop(p.name)
         if p.name not in moments:
             moments[p.name] = CrossMoments(xa.shape[-1], xb.shape[-1])
-        # A's pass is over, so its kept activations are scratch space
-        moments[p.name].update(xa, xb, frames[p.conv_layer], consume_a=True)
-
-    with _hooks(a.model, points, keep):
-        encode(a, wave, lengths)
-    with _hooks(b.model, points, accumulate):
-        encode(b, wave, lengths)
+        moments[p.name].update(xa, xb, frames[p.conv_layer], consume=True)
+        del xa, xb  # each point's memory goes back as soon as it is folded in
 
 
 def calibrate(
