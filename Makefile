@@ -3,22 +3,36 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
+# the demo's note renderer; --no-deps: its declared pyaudio (playback only) does not build
+TINYSOUNDFONT_VERSION ?= 0.3.7
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install test lint table sweep bench-merge pretrain-demo clean-cache
 
+# Named sweeps write to fixed dirs, so that starting one again finishes only its missing jobs.
+# make table PAIR=hubert_mert EVAL=paper ARGS='eval.roots.ks=/data/speech_commands_v0.01 ...'
+PAIR ?= demo
+EVAL ?= demo
+ARGS ?=
+TABLE_DIR ?= multirun/table/$(PAIR)-$(EVAL)
+SWEEP_DIR ?= multirun/sweep/$(PAIR)-$(EVAL)
+TABLE_IDS := id1,id2,id3,id4,id5,id6,id7,id8,id9
+
 help:
-	@echo "make test         install into $(VENV) and run lint + the test suite"
-	@echo "make table        rebuild the paper's ablation table (IDs 1-9)"
-	@echo "make sweep        python run.py -m permute=cnn,fnn_attn,all"
-	@echo "make bench-merge  time a HuBERT-base-size merge against plain forward passes"
-	@echo "make clean-cache  drop cached calibration statistics and features"
+	@echo "make test           install into $(VENV) and run lint + the test suite"
+	@echo "make table          the paper's ablation table (IDs 1-9) on PAIR=$(PAIR) EVAL=$(EVAL),"
+	@echo "                    one resumable sweep in $(TABLE_DIR); ARGS=... adds overrides"
+	@echo "make sweep          python run.py -m permute=cnn,fnn_attn,all into $(SWEEP_DIR)"
+	@echo "make bench-merge    time a HuBERT-base-size merge against plain forward passes"
+	@echo "make pretrain-demo  rebuild the demo encoders (checkpoints/demo-*)"
+	@echo "make clean-cache    drop cached calibration statistics, features and probes"
 
 # torch first, pinned, so that nothing later asks pip for a newer (CUDA) build.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps tinysoundfont==$(TINYSOUNDFONT_VERSION)
 	touch $@
 
 install: $(VENV)/.installed
@@ -30,19 +44,24 @@ test: lint
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PY) -m pytest -q
 
 sweep: install
-	$(PY) run.py -m permute=cnn,fnn_attn,all
+	$(PY) run.py -m permute=cnn,fnn_attn,all pair=$(PAIR) eval=$(EVAL) \
+		hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 
 bench-merge: install
 	$(PY) benchmarks/bench_merge.py
 
 table: install
-	@echo "make table: the ablation runner (IDs 1-9 with probes) is not built yet;" \
-	      "merge single configurations with 'python run.py' meanwhile." >&2
-	@exit 2
+	$(PY) run.py -m experiment=$(TABLE_IDS) pair=$(PAIR) eval=$(EVAL) \
+		hydra.sweep.dir=$(TABLE_DIR) $(ARGS)
+	$(PY) -m report.table $(TABLE_DIR)
 
+# The demo pair: the suite (with both pretraining corpora), one encoder per domain from its
+# own seed, then the check that each wins in its own domain (checkpoints/COMPARISON.md).
 pretrain-demo: install
-	@echo "make pretrain-demo: the demo encoders are not built yet." >&2
-	@exit 2
+	$(PY) -m demo.suite
+	$(PY) -m demo.pretrain --domain speech --seed 1 --out checkpoints/demo-speech
+	$(PY) -m demo.pretrain --domain music --seed 2 --out checkpoints/demo-music
+	$(PY) -m demo.compare --out checkpoints/COMPARISON.md
 
 clean-cache:
 	rm -rf .cache

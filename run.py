@@ -2,12 +2,14 @@
 
 python run.py pair=local pair.a=DIR pair.b=DIR permute=fnn_attn merge.alpha=0.9
 python run.py -m permute=cnn,fnn_attn,all
+python run.py -m experiment=id1,id5 hydra.sweep.dir=multirun/mine   # started again: resumes
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -28,8 +30,41 @@ from merging.load import check_mergeable, load_encoder
 from merging.match import Scope
 from merging.merge import export, merge
 from merging.runtime import keep_freed_memory
+from report.results import finished
+from report.tracking import log_job
 
 log = logging.getLogger("run")
+ROOT = Path(__file__).resolve().parent
+PARENT_ALPHA = {"a": 1.0, "b": 0.0}  # torch.lerp returns the end points exactly
+
+
+def _repo_path(path: str) -> str:
+    return os.path.normpath(ROOT / path)
+
+
+def register_resolvers() -> None:
+    """``${repo:PATH}``: PATH under the repository root, wherever the job is started from."""
+    OmegaConf.register_new_resolver("repo", _repo_path, replace=True)
+
+
+register_resolvers()
+
+
+def check_parent(cfg: DictConfig) -> None:
+    """IDs 1 and 2 score a parent alone: only alpha 1 (0) with no alignment gives A (B) exactly."""
+    if cfg.get("parent") is None:
+        return
+    if cfg.parent not in PARENT_ALPHA:
+        raise ValueError(f"parent must be a, b or null, got {cfg.parent!r}")
+    p = cfg.permute
+    aligned = bool(p.cnn or p.ffn or p.res or p.attn != "none")
+    if cfg.merge.alpha != PARENT_ALPHA[cfg.parent] or aligned:
+        raise ValueError(
+            f"parent={cfg.parent} scores model {cfg.parent.upper()} alone, which needs "
+            f"merge.alpha={PARENT_ALPHA[cfg.parent]} and permute=none "
+            f"(got merge.alpha={cfg.merge.alpha}, permute={p.name}"
+            f"{'' if p.cnn or p.name == 'none' else ' without CNN'})"
+        )
 
 
 def merge_job(cfg: DictConfig, out: Path) -> dict:
@@ -55,6 +90,8 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
     if cfg.merge.method != "linear":
         raise ValueError(f"merge.method {cfg.merge.method!r} is not known (choose: linear)")
     result = merge(a, b, stats, scope, cfg.merge.alpha)
+    if cfg.get("parent") is not None:  # the parent's weights (exact); its input convention too
+        result.encoder.normalize = {"a": a, "b": b}[cfg.parent].normalize
     seconds.update(result.seconds)
 
     plots = [
@@ -83,7 +120,12 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
             evaluation = evaluate_s3prl(out / "merged", cfg.eval, out, out.name)
         else:
             evaluation = evaluate(
-                result.encoder, cfg.eval, cfg.paths.cache, parents=(a, b), progress=cfg.progress
+                result.encoder,
+                cfg.eval,
+                cfg.paths.cache,
+                parents=(a, b),
+                trainer=OmegaConf.to_container(cfg.trainer, resolve=True),
+                progress=cfg.progress,
             )
         seconds["evaluation"] = time.perf_counter() - t
     return {
@@ -103,17 +145,48 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
     }
 
 
+def tracking_identity(cfg: DictConfig, hc: DictConfig, out: Path) -> tuple[str, str, list[str]]:
+    """W&B group (the sweep, or "single"), run name and tags, so IDs compare side by side."""
+    group = "single"
+    if hc.mode == RunMode.MULTIRUN:
+        sweep = Path(hc.sweep.dir).resolve()
+        runs = (Path(hc.runtime.cwd) / "multirun").resolve()
+        group = str(sweep.relative_to(runs)) if sweep.is_relative_to(runs) else sweep.name
+    name = cfg.get("experiment_id") or hc.job.override_dirname or out.name
+    tags = [str(t) for t in (cfg.get("experiment_id"), cfg.permute.get("name")) if t]
+    return group, str(name), tags
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    register_resolvers()  # again: launchers that ship this function to workers skip the import
     keep_freed_memory()
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    record: dict = {"config": OmegaConf.to_container(cfg, resolve=True), "status": "running"}
+    try:
+        config, config_error = OmegaConf.to_container(cfg, resolve=True), None
+    except Exception as err:  # noqa: BLE001 - e.g. a missing pair.a: recorded as the job's error
+        config, config_error = OmegaConf.to_container(cfg, resolve=False), err
+    if config_error is None and cfg.get("resume", True) and finished(out, config):
+        log.info("skipped %s: its results.json is ok for this config (resume=false reruns)", out)
+        return
+    record: dict = {
+        "config": config,
+        "experiment_id": cfg.get("experiment_id"),
+        "parent": cfg.get("parent"),
+        "status": "running",
+    }
     t = time.perf_counter()
     try:
+        if config_error is not None:
+            raise config_error
+        check_parent(cfg)
         record.update(merge_job(cfg, out))
         record["status"] = "ok"
+    except KeyboardInterrupt:
+        record["status"] = "interrupted"  # never taken for finished: a restart redoes it
+        raise
     except Exception as err:  # noqa: BLE001 - recorded with its traceback, reported below
         record.update(
             status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()
@@ -122,6 +195,9 @@ def main(cfg: DictConfig) -> None:
         record["total_seconds"] = time.perf_counter() - t
         text = json.dumps(record, indent=2, default=str)
         write_atomically(out / "results.json", lambda tmp: tmp.write_text(text))
+    # after results.json, so that a tracking failure never loses the job's results
+    if cfg.logger.get("name") == "wandb":
+        log_job(record, out, cfg.logger, *tracking_identity(cfg, hc, out))
     if record["status"] == "ok":
         log.info("merged %s -> %s", cfg.permute.name, out)
         return

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from eval.data import Example, labelled_folder
+from eval.data import Example, csv_manifest, labelled_folder
 from eval.datasets import speech_commands
 from eval.features import EncoderUpstream, FbankUpstream, Upstream, dataset_key, pooled_features
 from eval.probe import fit_kfold, fit_probe
@@ -58,7 +60,27 @@ def build_suite(cfg: DictConfig) -> list[tuple[Task, list[Example]]]:
         if not suite:
             raise ValueError("eval=paper needs at least one of eval.roots.<task>=DIR")
         return suite
-    raise ValueError(f"eval={cfg.name!r} is not known (choose: none, folder, paper)")
+    if cfg.name == "demo":
+        return demo_suite(cfg)
+    raise ValueError(f"eval={cfg.name!r} is not known (choose: none, demo, folder, paper)")
+
+
+def demo_suite(cfg: DictConfig) -> list[tuple[Task, list[Example]]]:
+    """The built-in synthetic suite, generated into the cache on first use."""
+    from demo.suite import TASKS, build_suite, default_root  # only the demo needs its deps
+
+    wanted = list(cfg.tasks) if cfg.get("tasks") else list(TASKS)
+    unknown = sorted(set(wanted) - set(TASKS))
+    if unknown:
+        raise ValueError(f"eval.tasks: {unknown} are not demo tasks ({', '.join(TASKS)})")
+    root = build_suite(Path(cfg.root) if cfg.get("root") else default_root(), scale=cfg.scale)
+    suite = []
+    for name in wanted:
+        spec = TASKS[name]
+        paper = PAPER_TASKS[name].paper if name in PAPER_TASKS else name
+        task = Task(name, paper, spec.domain, spec.kind, "accuracy", csv_manifest, spec.max_seconds)
+        suite.append((task, csv_manifest(root / name / "manifest.csv")))
+    return suite
 
 
 def probe_task(
@@ -67,10 +89,14 @@ def probe_task(
     rows: list[Example],
     cfg: DictConfig,
     cache_dir: str | Path | None,
-    accelerator: str = "cpu",
+    trainer: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> dict:
-    """One task's metric (in %) for one upstream, from the probe cache when possible."""
+    """One task's metric (in %) for one upstream, from the probe cache when possible.
+
+    ``trainer`` (Lightning's accelerator, devices, strategy, precision) is not part of the
+    cache key: the same probe trained on other hardware is the same result.
+    """
     probe = OmegaConf.to_container(cfg.probe, resolve=True)
     path = None
     if cache_dir is not None:
@@ -87,7 +113,7 @@ def probe_task(
         "hidden": probe["hidden"],
         "epochs": probe["epochs"],
         "batch_size": probe["batch_size"],
-        "accelerator": accelerator,
+        "trainer": trainer,
     }
     out = {
         "metric": task.metric,
@@ -143,7 +169,7 @@ def evaluate(
     cfg: DictConfig,
     cache_dir: str | Path | None,
     parents: tuple[Encoder, Encoder] | None = None,
-    accelerator: str = "cpu",
+    trainer: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> dict:
     """Per-task metrics of a frozen encoder; with ``parents`` also the references and scores."""
@@ -151,7 +177,7 @@ def evaluate(
 
     def run(upstream: Upstream) -> dict[str, dict]:
         return {
-            t.name: probe_task(upstream, t, rows, cfg, cache_dir, accelerator, progress)
+            t.name: probe_task(upstream, t, rows, cfg, cache_dir, trainer, progress)
             for t, rows in suite
         }
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import torch
@@ -56,8 +57,19 @@ class ProbeResult:
     classes: list[str]
 
 
+# The Lightning settings a run may choose (conf/trainer/); the rest are fixed by the protocol.
+TRAINER_KEYS = ("accelerator", "devices", "strategy", "precision")
+
+
+def trainer_settings(trainer: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The hardware part of a Lightning Trainer's arguments: one CPU process by default."""
+    settings: dict[str, Any] = {"accelerator": "cpu", "devices": 1}
+    settings.update({k: v for k, v in (trainer or {}).items() if k in TRAINER_KEYS})
+    return settings
+
+
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
+    model.cpu().float().eval()  # whatever device and precision it was trained in
     with torch.no_grad():
         return float((model(x).argmax(1) == y).float().mean()) if len(y) else float("nan")
 
@@ -75,9 +87,13 @@ def fit_probe(
     epochs: int = 40,
     batch_size: int = 32,
     seed: int = 0,
-    accelerator: str = "cpu",
+    trainer: Mapping[str, Any] | None = None,
 ) -> ProbeResult:
-    """Train one probe per learning rate; keep the best on validation; score test."""
+    """Train one probe per learning rate; keep the best on validation; score test.
+
+    ``trainer`` holds Lightning's hardware settings (accelerator, devices, strategy, precision)
+    only, so that where a probe is trained never changes what it is keyed by in the cache.
+    """
     classes = sorted({e.label for e in feats.examples})
     labels = {c: i for i, c in enumerate(classes)}
     (xtr, ytr), (xva, yva), (xte, yte) = (
@@ -100,10 +116,9 @@ def fit_probe(
             shuffle=True,
             generator=torch.Generator().manual_seed(seed),
         )
-        trainer = L.Trainer(
+        fitter = L.Trainer(
+            **trainer_settings(trainer),
             max_epochs=epochs,
-            accelerator=accelerator,
-            devices=1,
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
@@ -112,7 +127,7 @@ def fit_probe(
         )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            trainer.fit(model, loader)
+            fitter.fit(model, loader)
         score = _accuracy(model, xva, yva)
         if best is None or score > best[0]:
             best = (score, lr, copy.deepcopy(model))

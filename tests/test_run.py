@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+import run  # noqa: F401 - registers the ${repo:} resolver of the default (demo) pair
 from merging.forward import encode
 from merging.load import load_encoder
 from merging.merge import export

@@ -1,0 +1,128 @@
+"""Weights & Biases: one run per job, logged from its results after results.json is written.
+
+Runs are offline by default and live in the job's own dir (``<job>/wandb/offline-run-*``), so
+every job of a sweep, local or on a cluster, keeps its run beside its results; `wandb sync`
+uploads them later. Tracking is a convenience: any error from it is a warning, never a failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("run.tracking")
+
+
+def wandb_mode(logger: Mapping[str, Any]) -> str:
+    """WANDB_MODE if set (`make test` disables W&B with it), else logger.mode, else offline."""
+    return os.environ.get("WANDB_MODE") or logger.get("mode") or "offline"
+
+
+def scalars(record: Mapping[str, Any]) -> dict[str, float]:
+    """Per-task metrics, references, scores, alignment statistics and timings, W&B-keyed."""
+    out: dict[str, float] = {}
+    evaluation = record.get("evaluation") or {}
+    for name, m in (evaluation.get("tasks") or {}).items():
+        if isinstance(m, Mapping) and m.get("value") is not None:
+            out[f"task/{name}"] = m["value"]
+    for who, values in (evaluation.get("references") or {}).items():
+        for name, v in values.items():
+            out[f"reference_{who}/{name}"] = v
+    for name, v in (evaluation.get("scores") or {}).items():
+        if isinstance(v, int | float):
+            out[f"score/{name}"] = v
+    for row in record.get("alignment") or []:
+        for key in ("moved", "corr_before", "corr_after"):
+            out[f"alignment/{row['group']}/{key}"] = row[key]
+    for name, v in (record.get("seconds") or {}).items():
+        out[f"seconds/{name}"] = v
+    if record.get("total_seconds") is not None:
+        out["seconds/total"] = record["total_seconds"]
+    return out
+
+
+def task_rows(record: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """One row per task: the merged encoder's metric beside the parents' and the floor's."""
+    evaluation = record.get("evaluation") or {}
+    refs = evaluation.get("references") or {}
+    who = [w for w in ("a", "b", "fbank") if w in refs]
+    label = {"a": "model A", "b": "model B", "fbank": "fbank"}
+    columns = ["task", "metric", "merged", "std", *(label[w] for w in who)]
+    rows = [
+        [name, m.get("metric"), m.get("value"), m.get("std"), *(refs[w].get(name) for w in who)]
+        for name, m in (evaluation.get("tasks") or {}).items()
+    ]
+    return columns, rows
+
+
+def _media(wandb: Any, record: Mapping[str, Any]) -> dict[str, Any]:
+    media: dict[str, Any] = {}
+    columns, rows = task_rows(record)
+    if rows:
+        media["tasks"] = wandb.Table(columns=columns, data=rows)
+    alignment = record.get("alignment") or []
+    if alignment:
+        keys = list(alignment[0])
+        media["alignment"] = wandb.Table(
+            columns=keys, data=[[r[k] for k in keys] for r in alignment]
+        )
+    for plot in record.get("plots") or []:
+        if Path(plot).is_file():
+            media[f"heatmap/{Path(plot).stem}"] = wandb.Image(str(plot))
+    return media
+
+
+def log_job(
+    record: Mapping[str, Any],
+    out: str | Path,
+    logger: Mapping[str, Any],
+    group: str,
+    name: str,
+    tags: list[str],
+) -> str | None:
+    """Log one job as its own W&B run in ``out``; the run's dir, or None if nothing was logged."""
+    mode = wandb_mode(logger)
+    if mode == "disabled":
+        return None
+    run = None
+    ok = record.get("status") == "ok"
+    try:
+        import wandb
+
+        run = wandb.init(
+            project=logger.get("project") or "speechmusic-merge",
+            entity=logger.get("entity") or None,
+            dir=str(out),
+            group=group,
+            name=name,
+            tags=tags,
+            job_type="merge",
+            config=dict(record.get("config") or {}),
+            mode=mode,
+            reinit="finish_previous",
+            settings=wandb.Settings(console="off", quiet=True, x_disable_stats=True),
+        )
+        run.log({**scalars(record), **_media(wandb, record)})
+        run.summary.update(
+            {
+                "status": record.get("status"),
+                "error": record.get("error"),
+                "experiment_id": record.get("experiment_id"),
+                "parent": record.get("parent"),
+            }
+        )
+        return str(Path(run.dir).parent)
+    except Exception as err:  # noqa: BLE001 - tracking never fails a job
+        log.warning(
+            "W&B logging failed (results.json is complete): %s: %s", type(err).__name__, err
+        )
+        return None
+    finally:
+        if run is not None:
+            try:
+                run.finish(exit_code=0 if ok else 1)
+            except Exception as err:  # noqa: BLE001
+                log.warning("W&B run did not finish cleanly: %s: %s", type(err).__name__, err)
