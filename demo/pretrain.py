@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import time
@@ -144,6 +145,7 @@ class Corpus:
     waves: list[torch.Tensor]
     targets: list[torch.Tensor]
     seconds: float
+    fingerprint: str  # of the audio read, so a model card says exactly what it was trained on
 
 
 def load_corpus(
@@ -155,16 +157,18 @@ def load_corpus(
     if not files:
         raise FileNotFoundError(f"no audio files in {directory}; build the demo suite first")
     waves = []
+    digest = hashlib.blake2b(digest_size=16)
     for f in tqdm(files, desc=f"reading {Path(directory).name}", disable=not progress):
         wave = read_audio(f, RATE)
         if wave is not None and len(wave) >= WIN:
             waves.append(torch.from_numpy(wave))
+            digest.update(wave.tobytes())
     feats = [frame_features(w, kind) for w in waves]
     allf = torch.cat(feats)
     mean, std = allf.mean(0), allf.std(0).clamp(min=1e-5)
     centroids = kmeans((allf - mean) / std, clusters, seed)
     targets = [torch.cdist((f - mean) / std, centroids).argmin(1) for f in feats]
-    return Corpus(waves, targets, sum(len(w) for w in waves) / RATE)
+    return Corpus(waves, targets, sum(len(w) for w in waves) / RATE, digest.hexdigest())
 
 
 class Crops(Dataset):
@@ -207,6 +211,7 @@ class MaskedPrediction(L.LightningModule):
         mask_prob: float = 0.8,
         mask_length: int = 10,
         unmasked_weight: float = 1.0,
+        report_every: int = 0,
     ):
         super().__init__()
         self.encoder = HubertModel(config)
@@ -214,6 +219,7 @@ class MaskedPrediction(L.LightningModule):
         self.lr, self.steps, self.warmup = lr, steps, warmup
         self.mask_prob, self.mask_length = mask_prob, mask_length
         self.unmasked_weight = unmasked_weight
+        self.report_every = report_every
         self.history: list[dict[str, float]] = []
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _idx: int) -> torch.Tensor:
@@ -238,6 +244,12 @@ class MaskedPrediction(L.LightningModule):
                 "masked_share": float(mask.float().mean()),
             }
         )
+        if self.report_every and self.global_step % self.report_every == 0:
+            print(  # one line now and then, for logs where a progress bar does not show
+                f"step {self.global_step}/{self.steps}: loss {float(loss):.3f}, "
+                f"masked accuracy {float(accuracy):.3f}",
+                flush=True,
+            )
         self.log("loss", loss, prog_bar=True)
         self.log("acc", accuracy, prog_bar=True)
         return loss
@@ -263,7 +275,7 @@ class PretrainSettings:
     seed: int
     features: str = "mfcc"
     clusters: int = 100
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 8
     crop_seconds: float = 3.0
     lr: float = 1e-3
@@ -286,7 +298,13 @@ def pretrain(
     data = Crops(corpus, frames, s.steps * s.batch_size, s.seed)
     loader = DataLoader(data, batch_size=s.batch_size, shuffle=False, num_workers=0)
     torch.manual_seed(s.seed)  # the initialisation: different seeds, different encoders
-    module = MaskedPrediction(demo_config(**s.architecture), s.clusters, s.lr, s.steps)
+    module = MaskedPrediction(
+        demo_config(**s.architecture),
+        s.clusters,
+        s.lr,
+        s.steps,
+        report_every=100 if progress else 0,
+    )
     trainer = L.Trainer(
         max_steps=s.steps,
         accelerator="cpu",
@@ -308,7 +326,12 @@ def pretrain(
     tail = module.history[-50:]
     summary = {
         "settings": asdict(s),
-        "corpus": {"dir": str(corpus_dir), "clips": len(corpus.waves), "seconds": corpus.seconds},
+        "corpus": {
+            "dir": str(corpus_dir),
+            "clips": len(corpus.waves),
+            "seconds": corpus.seconds,
+            "fingerprint": corpus.fingerprint,
+        },
         "parameters": sum(p.numel() for p in model.parameters()),
         "architecture": (
             f"{model.config.num_hidden_layers} layers, width {model.config.hidden_size}, "
@@ -369,7 +392,8 @@ A small HuBERT-family encoder ({summary["parameters"] / 1e6:.2f} M parameters:
 the other half has the same architecture, another seed and the other domain.
 
 - Data: {c["clips"]} clips, {c["seconds"] / 60:.1f} minutes of synthetic {s["domain"]}
-  (`demo/suite.py`, `pretrain/{s["domain"]}`), disjoint from every probe split.
+  (`demo/suite.py`, `pretrain/{s["domain"]}`; audio fingerprint `{c["fingerprint"]}`),
+  disjoint from every probe split.
 - Objective: masked prediction of k-means ({s["clusters"]} clusters) ids of {s["features"]}
   + delta frames, loss on masked and unmasked frames, {summary["masked_share"]:.0%} of frames
   masked in spans of 10.
