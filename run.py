@@ -78,8 +78,13 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
     seconds["loading"] = time.perf_counter() - t
 
     cal = cfg.calibration
+    dirs = list(cal.dirs)
+    if cal.get("demo_suite"):
+        from demo.suite import build_suite, default_root  # the demo's sound sources, on demand
+
+        dirs.append(build_suite(default_root(), progress=cfg.progress) / "calibration")
     clips, skipped = calibration_clips(
-        list(cal.dirs), cal.size, a.sample_rate, cal.max_seconds, cal.seed, min_samples(a.config)
+        dirs, cal.size, a.sample_rate, cal.max_seconds, cal.seed, min_samples(a.config)
     )
     t = time.perf_counter()
     stats, cached = cached_calibrate(a, b, clips, cfg.paths.cache, cal.batch_size, cfg.progress)

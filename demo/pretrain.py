@@ -1,7 +1,7 @@
 """Self-supervised pretraining of the demo encoders the HuBERT way, sized for a laptop CPU.
 
 Targets are k-means cluster ids of spectral frames aligned one-to-one with the encoder's 20 ms
-frames (MFCC + deltas for speech, log-mel + deltas for music, whose clusters must keep pitch).
+frames (MFCC + deltas for speech; 64 log-mel bands for music, whose clusters must keep pitch).
 The encoder predicts them on masked spans, as HuBERT does, and with equal weight on unmasked
 frames: at this scale the masked-only loss trains weakly and collapses at higher learning rates.
 
@@ -37,6 +37,7 @@ RATE = 16000
 HOP = 320  # the conv stack's total stride: one encoder frame every 20 ms
 WIN = 400  # its receptive field; frame t sees samples [HOP * t, HOP * t + WIN)
 N_FFT = 512
+FEATURES = {"mfcc": "MFCC + delta + delta-delta (39-dim)", "logmel": "64-band log-mel"}
 
 
 def demo_config(**overrides) -> HubertConfig:
@@ -76,12 +77,13 @@ def _deltas(x: torch.Tensor, width: int = 2) -> torch.Tensor:
     return num / (2 * sum(n * n for n in range(1, width + 1)))
 
 
-def frame_features(wave: torch.Tensor, kind: str = "mfcc", mels: int = 40) -> torch.Tensor:
+def frame_features(wave: torch.Tensor, kind: str = "mfcc") -> torch.Tensor:
     """(frames, dims) spectral features, frame t covering the encoder frame t's samples."""
     if kind not in ("mfcc", "logmel"):
         raise ValueError(f"frame features {kind!r} are not known (choose: mfcc, logmel)")
+    mels = 40 if kind == "mfcc" else 64  # music: finer bands, so that clusters keep pitch
     if wave.numel() < WIN:
-        return torch.zeros(0, 39 if kind == "mfcc" else 3 * mels)
+        return torch.zeros(0, 39 if kind == "mfcc" else mels)
     # stft centres the WIN-sample window in N_FFT; padding by the difference's half on both
     # sides puts frame t's window exactly on samples [HOP * t, HOP * t + WIN).
     pad = (N_FFT - WIN) // 2
@@ -104,13 +106,14 @@ def frame_features(wave: torch.Tensor, kind: str = "mfcc", mels: int = 40) -> to
         mel_scale="kaldi",
     )
     logmel = torch.log(power @ torch.from_numpy(bank).float() + 1e-6)
-    if kind == "mfcc":
-        k = torch.arange(13, dtype=torch.float32)[:, None]
-        m = torch.arange(mels, dtype=torch.float32)[None]
-        dct = torch.cos(math.pi / mels * (m + 0.5) * k) * math.sqrt(2.0 / mels)
-        base = logmel @ dct.T
-    else:
-        base = logmel
+    if kind == "logmel":
+        # no deltas: on sustained notes they are mostly noise, and clusters of noise are
+        # targets nothing can predict (a music encoder trained on them did not learn)
+        return logmel
+    k = torch.arange(13, dtype=torch.float32)[:, None]
+    m = torch.arange(mels, dtype=torch.float32)[None]
+    dct = torch.cos(math.pi / mels * (m + 0.5) * k) * math.sqrt(2.0 / mels)
+    base = logmel @ dct.T
     d1 = _deltas(base)
     return torch.cat([base, d1, _deltas(d1)], dim=1)
 
@@ -246,8 +249,8 @@ class MaskedPrediction(L.LightningModule):
         )
         if self.report_every and self.global_step % self.report_every == 0:
             print(  # one line now and then, for logs where a progress bar does not show
-                f"step {self.global_step}/{self.steps}: loss {float(loss):.3f}, "
-                f"masked accuracy {float(accuracy):.3f}",
+                f"step {self.global_step}/{self.steps}: loss {loss.item():.3f}, "
+                f"masked accuracy {accuracy.item():.3f}",
                 flush=True,
             )
         self.log("loss", loss, prog_bar=True)
@@ -394,12 +397,12 @@ the other half has the same architecture, another seed and the other domain.
 - Data: {c["clips"]} clips, {c["seconds"] / 60:.1f} minutes of synthetic {s["domain"]}
   (`demo/suite.py`, `pretrain/{s["domain"]}`; audio fingerprint `{c["fingerprint"]}`),
   disjoint from every probe split.
-- Objective: masked prediction of k-means ({s["clusters"]} clusters) ids of {s["features"]}
-  + delta frames, loss on masked and unmasked frames, {summary["masked_share"]:.0%} of frames
-  masked in spans of 10.
+- Objective: masked prediction of k-means ({s["clusters"]} clusters) ids of
+  {FEATURES[s["features"]]} frames, loss on masked and unmasked frames,
+  {summary["masked_share"]:.0%} of frames masked in spans of 10.
 - Training: seed {s["seed"]}, {summary["steps"]} steps of {s["batch_size"]} x
   {s["crop_seconds"]:g} s crops, AdamW lr {s["lr"]:g} with warm-up and cosine decay,
-  {s["precision"]}, {summary["threads"]} CPU threads, {summary["train_seconds"] / 60:.1f} min.
+  {s["precision"]}, {summary["threads"]} CPU thread(s), {summary["train_seconds"] / 60:.1f} min.
 - Final loss {summary["final_loss"]:.3f}, masked-frame accuracy
   {summary["final_masked_accuracy"]:.1%} (chance {1 / s["clusters"]:.0%}), averaged over the
   last 50 steps.

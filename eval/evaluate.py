@@ -73,7 +73,10 @@ def demo_suite(cfg: DictConfig) -> list[tuple[Task, list[Example]]]:
     unknown = sorted(set(wanted) - set(TASKS))
     if unknown:
         raise ValueError(f"eval.tasks: {unknown} are not demo tasks ({', '.join(TASKS)})")
-    root = build_suite(Path(cfg.root) if cfg.get("root") else default_root(), scale=cfg.scale)
+    root = Path(cfg.root) if cfg.get("root") else default_root()
+    if cfg.scale != 1.0 and not cfg.get("root"):  # a reduced suite must not evict the full one
+        root = root.with_name(f"{root.name}-scale{cfg.scale:g}")
+    root = build_suite(root, scale=cfg.scale)
     suite = []
     for name in wanted:
         spec = TASKS[name]

@@ -6,6 +6,8 @@ import csv
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,12 +15,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-pytest.importorskip("espeakng_loader")
-pytest.importorskip("tinysoundfont")
-pytest.importorskip("pretty_midi")
+from demo import music, speech
+from demo.suite import TASKS, build_suite, is_complete
+from merging.merge import export
+from tests.helpers import random_encoder, tiny_config
 
-from demo import music, speech  # noqa: E402
-from demo.suite import TASKS, build_suite, is_complete  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SCALE = 0.05
 
@@ -162,3 +164,47 @@ def test_soundfont_note_has_its_pitch(key):
     f = music.dominant_frequency(wave[800:12800])
     assert abs(12 * np.log2(f / music.midi_to_hz(key))) < 1.0
     assert np.array_equal(wave, music.render_note(0, key, 0.8, 0.8, 1.0))
+
+
+def test_run_scores_a_merge_on_the_demo_suite(built, tmp_path):
+    """run.py with eval=demo end to end (on the small build): per-task metrics, the parents'
+    and FBANK's references, and both domain scores."""
+    root, _ = built
+    for name, seed in (("A", 0), ("B", 1)):
+        export(random_encoder(tiny_config(), seed), tmp_path / name)
+    out = tmp_path / "job"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "pair=local",
+            f"pair.a={tmp_path / 'A'}",
+            f"pair.b={tmp_path / 'B'}",
+            "calibration=default",
+            f"calibration.dirs=[{root / 'calibration'}]",
+            "calibration.size=4",
+            "eval=demo",
+            f"eval.root={root}",
+            f"eval.scale={SCALE}",
+            "eval.tasks=[ks,er,pitchid]",
+            "eval.probe.epochs=3",
+            "eval.probe.lrs=[0.01]",
+            "logger=none",
+            "save_merged=false",
+            "progress=false",
+            f"paths.cache={tmp_path / 'cache'}",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    evaluation = results["evaluation"]
+    assert set(evaluation["tasks"]) == {"ks", "er", "pitchid"}
+    assert "folds" in evaluation["tasks"]["er"]  # k-fold, like IEMOCAP
+    assert set(evaluation["references"]) == {"a", "b", "fbank"}
+    assert {"speech", "music", "avg"} <= set(evaluation["scores"])
+    assert results["calibration"]["clips"] == 4

@@ -64,8 +64,7 @@ def test_every_option_of_every_group_composes(group, option):
         assert cfg.experiment_id == option
         return
     node = OmegaConf.to_container(cfg[group], resolve=True)  # resolvers (${repo:}) work too
-    named = {"merge": "method", "calibration": None}.get(group, "name")
-    assert (node[named] if named else "default") == option
+    assert node["method" if group == "merge" else "name"] == option
     if group == "trainer":
         assert {"accelerator", "devices", "strategy", "precision"} <= set(node)
 
@@ -210,6 +209,7 @@ def sweep(world: Path) -> subprocess.CompletedProcess:
             "pair=local",
             f"pair.a={world / 'A'}",
             f"pair.b={world / 'B'}",
+            "calibration=default",
             f"calibration.dirs=[{world / 'calib'}]",
             "calibration.size=3",
             "eval=folder",
