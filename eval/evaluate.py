@@ -152,9 +152,23 @@ def scores(
     ref_b: dict[str, float],
     floor: dict[str, float],
 ) -> dict:
-    """Speech (vs A, above the FBANK floor), Music (vs B), and Avg where both exist."""
+    """Speech (vs A, above the FBANK floor), Music (vs B), and Avg where both exist.
+
+    A floor that model A does not beat would turn (s - f) / (A - f) upside down; such a task is
+    scored against A alone (floor 0) and named in ``speech_note``.
+    """
     out: dict = {}
-    for domain, ref, low in (("speech", ref_a, floor), ("music", ref_b, None)):
+    usable, dropped = {}, []
+    for t, _ in suite:
+        if t.domain == "speech" and t.name in floor and t.name in ref_a:
+            f, r = floor[t.name], ref_a[t.name]
+            if r > f if t.higher_is_better else r < f:
+                usable[t.name] = f
+            else:
+                dropped.append(t.name)
+    if dropped:
+        out["speech_note"] = f"model A does not beat the FBANK floor on {dropped}: no floor there"
+    for domain, ref, low in (("speech", ref_a, usable), ("music", ref_b, None)):
         names = [t.name for t, _ in suite if t.domain == domain]
         if names:
             try:

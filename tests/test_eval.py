@@ -5,8 +5,10 @@ import pytest
 import soundfile as sf
 
 from eval.data import Example, csv_manifest, hash_split, labelled_folder
+from eval.evaluate import scores
 from eval.features import EncoderUpstream, FbankUpstream, pooled_features
 from eval.probe import fit_probe
+from eval.tasks import Task
 from merging.audio import AudioError
 from tests.helpers import random_encoder, tiny_config
 
@@ -157,3 +159,13 @@ def test_paper_suite_kfold_task_with_references_and_scores(tmp_path):
     cfg.roots.asr_wer = str(tmp_path)
     with pytest.raises(ValueError, match="CTC"):
         evaluate(a, cfg, None)
+
+
+def test_a_floor_that_model_a_does_not_beat_is_dropped_with_a_note():
+    suite = [
+        (Task(n, n, "speech", "utterance", "accuracy", labelled_folder), []) for n in ("x", "y")
+    ]
+    ref_a, floor = {"x": 80.0, "y": 60.0}, {"x": 20.0, "y": 70.0}  # FBANK beats A on y
+    out = scores({"x": 50.0, "y": 30.0}, suite, ref_a, {}, floor)
+    assert out["speech"] == pytest.approx(1000 * ((50 - 20) / (80 - 20) + 30 / 60) / 2)
+    assert "['y']" in out["speech_note"]
