@@ -206,5 +206,8 @@ def test_run_scores_a_merge_on_the_demo_suite(built, tmp_path):
     assert set(evaluation["tasks"]) == {"ks", "er", "pitchid"}
     assert "folds" in evaluation["tasks"]["er"]  # k-fold, like IEMOCAP
     assert set(evaluation["references"]) == {"a", "b", "fbank"}
-    assert {"speech", "music", "avg"} <= set(evaluation["scores"])
+    scores = evaluation["scores"]
+    for domain in ("speech", "music"):  # a random tiny parent may score 0: then an error says so
+        assert isinstance(scores[domain], float) or f"{domain}_error" in scores
+    assert ("avg" in scores) == all(isinstance(scores[d], float) for d in ("speech", "music"))
     assert results["calibration"]["clips"] == 4
