@@ -25,6 +25,7 @@ from merging.files import write_atomically
 from merging.load import Encoder
 
 DOMAINS = ("speech", "music")
+PROBES_VERSION = 2  # bump when probing changes what a cached result would be
 
 
 def build_suite(cfg: DictConfig) -> list[tuple[Task, list[Example]]]:
@@ -104,7 +105,9 @@ def probe_task(
     path = None
     if cache_dir is not None:
         key = hashlib.blake2b(
-            json.dumps([dataset_key(upstream, rows, task.max_seconds), task.kind, probe]).encode(),
+            json.dumps(
+                [PROBES_VERSION, dataset_key(upstream, rows, task.max_seconds), task.kind, probe]
+            ).encode(),
             digest_size=16,
         ).hexdigest()
         path = Path(cache_dir) / "probes" / f"{key}.json"

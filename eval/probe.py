@@ -12,6 +12,7 @@ import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -138,6 +139,11 @@ def fit_probe(
     )
 
 
+def clip_key(e: Example) -> str:
+    """A clip's name for hashing that survives moving the dataset: its folder and file name."""
+    return "/".join(Path(e.path).parts[-2:])
+
+
 def fit_kfold(feats: PooledFeatures, **kwargs) -> dict:
     """Leave-one-fold-out over the ``fold<k>`` splits; validation is a hashed 10% of the rest."""
     folds = sorted({e.split for e in feats.examples})
@@ -146,7 +152,9 @@ def fit_kfold(feats: PooledFeatures, **kwargs) -> dict:
     per_fold = {}
     for fold in folds:
         examples = [
-            Example(e.path, e.label, "test" if e.split == fold else hash_split(e.path, 0.1, 0.0))
+            Example(
+                e.path, e.label, "test" if e.split == fold else hash_split(clip_key(e), 0.1, 0.0)
+            )
             for e in feats.examples
         ]
         held_out = PooledFeatures(feats.features, examples, feats.skipped, 0.0, feats.cached)

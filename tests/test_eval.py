@@ -7,7 +7,7 @@ import soundfile as sf
 from eval.data import Example, csv_manifest, hash_split, labelled_folder
 from eval.evaluate import scores
 from eval.features import EncoderUpstream, FbankUpstream, pooled_features
-from eval.probe import fit_probe
+from eval.probe import clip_key, fit_kfold, fit_probe
 from eval.tasks import Task
 from merging.audio import AudioError
 from tests.helpers import random_encoder, tiny_config
@@ -169,3 +169,19 @@ def test_a_floor_that_model_a_does_not_beat_is_dropped_with_a_note():
     out = scores({"x": 50.0, "y": 30.0}, suite, ref_a, {}, floor)
     assert out["speech"] == pytest.approx(1000 * ((50 - 20) / (80 - 20) + 30 / 60) / 2)
     assert "['y']" in out["speech_note"]
+
+
+def test_kfold_validation_split_does_not_depend_on_where_the_dataset_lies(tmp_path):
+    """The same dataset in two places gives the same k-fold numbers."""
+    results, splits = [], []
+    for place in ("here", "elsewhere/deeper"):
+        root = tmp_path / place
+        make_two_class_folder(root, per_class=12)
+        rows = labelled_folder(root)
+        rows = [Example(e.path, e.label, f"fold{i % 3 + 1}") for i, e in enumerate(rows)]
+        enc = random_encoder(tiny_config(), 0)
+        feats = pooled_features(EncoderUpstream(enc), rows, None, progress=False)
+        results.append(fit_kfold(feats, lrs=[0.01], epochs=3))
+        splits.append([hash_split(clip_key(e), 0.1, 0.0) for e in rows])
+    assert splits[0] == splits[1] and len(set(splits[0])) == 2
+    assert results[0]["folds"] == results[1]["folds"]
