@@ -26,9 +26,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 from transformers import HubertConfig, HubertModel
-from transformers.audio_utils import mel_filter_bank
 from transformers.models.hubert.modeling_hubert import _compute_mask_indices
 
+from eval.features import mel_bank
 from merging.audio import list_audio, read_audio
 from merging.load import Encoder
 from merging.merge import export
@@ -97,15 +97,7 @@ def frame_features(wave: torch.Tensor, kind: str = "mfcc") -> torch.Tensor:
         return_complex=True,
     )
     power = spec.abs().square().T  # (frames, N_FFT // 2 + 1)
-    bank = mel_filter_bank(
-        num_frequency_bins=N_FFT // 2 + 1,
-        num_mel_filters=mels,
-        min_frequency=20.0,
-        max_frequency=RATE / 2,
-        sampling_rate=RATE,
-        mel_scale="kaldi",
-    )
-    logmel = torch.log(power @ torch.from_numpy(bank).float() + 1e-6)
+    logmel = torch.log(power @ mel_bank(N_FFT, mels, RATE) + 1e-6)
     if kind == "logmel":
         # no deltas: on sustained notes they are mostly noise, and clusters of noise are
         # targets nothing can predict (a music encoder trained on them did not learn)

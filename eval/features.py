@@ -6,6 +6,7 @@ time-mean is exact for s3prl's weighted-sum + mean-pool utterance head.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -66,6 +67,21 @@ class EncoderUpstream:
         return list(out.hidden_states), conv_output_lengths(lengths, self.encoder.config)[-1]
 
 
+@functools.lru_cache(maxsize=8)
+def mel_bank(n_fft: int, bins: int, rate: int) -> torch.Tensor:
+    """(n_fft // 2 + 1, bins) Kaldi-scale triangular filters from 20 Hz to Nyquist; read-only."""
+    return torch.from_numpy(
+        mel_filter_bank(
+            num_frequency_bins=n_fft // 2 + 1,
+            num_mel_filters=bins,
+            min_frequency=20.0,
+            max_frequency=rate / 2,
+            sampling_rate=rate,
+            mel_scale="kaldi",
+        )
+    ).float()
+
+
 @dataclass
 class FbankUpstream:
     """80 log-mel bins, 25 ms windows every 10 ms: the SUPERB floor, in torch only."""
@@ -87,16 +103,7 @@ class FbankUpstream:
             .abs()
             .square()
         )
-        mel = torch.from_numpy(
-            mel_filter_bank(
-                num_frequency_bins=n_fft // 2 + 1,
-                num_mel_filters=self.bins,
-                min_frequency=20.0,
-                max_frequency=self.sample_rate / 2,
-                sampling_rate=self.sample_rate,
-                mel_scale="kaldi",
-            )
-        ).float()
+        mel = mel_bank(n_fft, self.bins, self.sample_rate)
         logmel = torch.log(torch.einsum("bft,fm->btm", spec, mel) + 1e-6)
         return [logmel], lengths // hop + 1
 
