@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 TINYSOUNDFONT_VERSION ?= 0.3.7
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install test lint table sweep bench-merge pretrain-demo clean-cache
+.PHONY: help install test lint table sweep bench-merge bench-frame-rate pretrain-demo clean-cache
 
 # Named sweeps write to fixed dirs, so that starting one again finishes only its missing jobs.
 # make table PAIR=hubert_mert EVAL=paper ARGS='eval.roots.ks=/data/speech_commands_v0.01 ...'
@@ -24,6 +24,7 @@ help:
 	@echo "                    one resumable sweep in $(TABLE_DIR); ARGS=... adds overrides"
 	@echo "make sweep          python run.py -m permute=cnn,fnn_attn,all into $(SWEEP_DIR)"
 	@echo "make bench-merge    time a HuBERT-base-size merge against plain forward passes"
+	@echo "make bench-frame-rate  permutations with calibration.max_frame_rate against exact ones"
 	@echo "make pretrain-demo  rebuild the demo encoders (checkpoints/demo-*)"
 	@echo "make clean-cache    drop cached calibration statistics, features and probes"
 
@@ -49,6 +50,9 @@ sweep: install
 
 bench-merge: install
 	$(PY) benchmarks/bench_merge.py
+
+bench-frame-rate: install
+	$(PY) benchmarks/frame_rate.py
 
 table: install
 	$(PY) run.py -m experiment=$(TABLE_IDS) pair=$(PAIR) eval=$(EVAL) \

@@ -87,7 +87,9 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
         dirs, cal.size, a.sample_rate, cal.max_seconds, cal.seed, min_samples(a.config)
     )
     t = time.perf_counter()
-    stats, cached = cached_calibrate(a, b, clips, cfg.paths.cache, cal.batch_size, cfg.progress)
+    stats, cached = cached_calibrate(
+        a, b, clips, cfg.paths.cache, cal.batch_size, cfg.progress, cal.get("max_frame_rate")
+    )
     seconds["calibration"] = time.perf_counter() - t
 
     p = cfg.permute

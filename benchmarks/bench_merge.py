@@ -1,12 +1,14 @@
 """Cost of a merge relative to a plain forward pass of both encoders over the same clips.
 
 Two randomly initialised HuBERT-base-size encoders, 32 calibration clips of 4 s. Prints the
-seconds of each stage and ratio = (calibration + matching + applying) / (forward A + B).
+seconds of each stage and ratio = (calibration + matching + applying) / (forward A + B), as
+medians over repeats.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -34,7 +36,14 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="merges timed; medians printed")
     parser.add_argument("--scope", choices=sorted(SCOPES), default="fnn_attn")
+    parser.add_argument(
+        "--max-frame-rate",
+        type=float,
+        default=400.0,
+        help="calibration.max_frame_rate (the default config's); 0 reads every frame",
+    )
     parser.add_argument(
         "--default-malloc",
         action="store_true",
@@ -49,7 +58,7 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"{args.clips} clips x {args.seconds:g} s, batch {args.batch_size}, scope {args.scope}, "
-        f"allocator tuned: {tuned}"
+        f"max frame rate {args.max_frame_rate or 'every frame'}, allocator tuned: {tuned}"
     )
 
     def forward_both() -> float:
@@ -60,24 +69,35 @@ def main() -> None:
             encode(b, wave, lengths)
         return time.perf_counter() - t
 
-    # the plain pass is timed before and after the merge, so drift on a shared machine
-    # weighs on both sides of the ratio alike
-    before = forward_both()
-    t = time.perf_counter()
-    stats = calibrate(a, b, clips, args.batch_size, progress=False)
-    calibration = time.perf_counter() - t
-    result = merge(a, b, stats, SCOPES[args.scope], alpha=0.9)
-    matching, applying = result.seconds["matching"], result.seconds["applying"]
-    forward = (before + forward_both()) / 2
+    def merge_once() -> dict[str, float]:
+        t = time.perf_counter()
+        stats = calibrate(
+            a, b, clips, args.batch_size, False, max_frame_rate=args.max_frame_rate or None
+        )
+        seconds = {"calibration": time.perf_counter() - t}
+        seconds.update(merge(a, b, stats, SCOPES[args.scope], alpha=0.9).seconds)
+        return seconds
 
-    total = calibration + matching + applying
-    print(f"forward A+B   {forward:8.2f} s (mean of a pass before and after the merge)")
-    print(f"calibration   {calibration:8.2f} s")
-    print(f"matching      {matching:8.2f} s")
-    print(f"applying      {applying:8.2f} s")
-    print(f"merge total   {total:8.2f} s")
-    print(f"calibration / forward = {calibration / forward:.2f} (the part that grows with clips)")
-    print(f"ratio merge / forward = {total / forward:.2f} (target <= 2)")
+    # Plain passes and merges alternate (F M F M ... F) and each merge is compared with the
+    # mean of the passes beside it, so drift on a shared machine weighs on both sides alike;
+    # the median over repeats damps the rest.
+    forwards, merges = [forward_both()], []
+    for _ in range(args.repeats):
+        merges.append(merge_once())
+        forwards.append(forward_both())
+    rows = []
+    for i, m in enumerate(merges):
+        forward = (forwards[i] + forwards[i + 1]) / 2
+        total = m["calibration"] + m["matching"] + m["applying"]
+        rows.append({"forward": forward, **m, "total": total, "ratio": total / forward})
+        print(f"repeat {i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[-1].items()))
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    print(f"median of {len(rows)}:")
+    print(f"forward A+B   {med['forward']:8.2f} s")
+    for stage in ("calibration", "matching", "applying", "total"):
+        print(f"{'merge total' if stage == 'total' else stage:<13} {med[stage]:8.2f} s")
+    print(f"calibration / forward = {med['calibration'] / med['forward']:.2f} (grows with clips)")
+    print(f"ratio merge / forward = {med['ratio']:.2f} (target <= 2)")
 
 
 if __name__ == "__main__":

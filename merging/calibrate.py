@@ -3,6 +3,10 @@
 For each point only sums, sums of squares and the A x B cross products are accumulated (never
 A x A, never the activations themselves), so memory does not grow with the calibration set;
 padded frames are excluded, so the result does not depend on batching or padding.
+Conv layers near the waveform run at thousands of frames per second whose neighbours overlap
+by half a receptive field; ``max_frame_rate`` reads every k-th of their frames (counted from each
+clip's start, so still independent of batching), which is most of the statistics' cost and
+hardly any of their information. ``None`` reads every frame.
 The statistics do not depend on the permutation scope or alpha: they are cached on disk and
 reused by every job of a sweep.
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -176,12 +181,27 @@ def _hooks(
             h.remove()
 
 
+def frame_steps(config: HubertConfig, sample_rate: int, max_frame_rate: float | None) -> dict:
+    """Every how many frames a point of each conv layer (and of the transformer, -1) is read."""
+    if max_frame_rate is not None and max_frame_rate <= 0:
+        raise ValueError(
+            f"calibration.max_frame_rate must be positive or null, got {max_frame_rate}"
+        )
+    steps, rate = {}, float(sample_rate)
+    for i, stride in enumerate(config.conv_stride):
+        rate /= stride
+        steps[i] = 1 if max_frame_rate is None else max(1, math.ceil(rate / max_frame_rate - 1e-9))
+    steps[-1] = steps[len(config.conv_stride) - 1]
+    return steps
+
+
 def _accumulate_batch(
     a: Encoder,
     b: Encoder,
     points: Sequence[Point],
     waves: Sequence[torch.Tensor],
     moments: dict[str, CrossMoments],
+    steps: dict[int, int],
 ) -> None:
     """Run A, then B, keeping both's activations, then fold every point into ``moments``.
 
@@ -191,13 +211,17 @@ def _accumulate_batch(
     wave, lengths = pad_batch(waves)
     frames = dict(enumerate(n.tolist() for n in conv_output_lengths(lengths, a.config)))
     frames[-1] = frames[len(frames) - 1]
+    frames = {i: [-(-n // steps[i]) for n in lengths] for i, lengths in frames.items()}
     kept: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] = ({}, {})
 
     for encoder, store in zip((a, b), kept, strict=True):
 
         def keep(p: Point, x: torch.Tensor, store: dict = store) -> None:
-            # kept by reference (the encoder does not write to it again); time-major view
-            store[p.name] = x.transpose(1, 2) if p.channels_first else x
+            # kept by reference (the encoder does not write to it again), time-major; a
+            # subsampled point as a compact copy, so the full activation is freed at once
+            x = x.transpose(1, 2) if p.channels_first else x
+            step = steps[p.conv_layer]
+            store[p.name] = x if step == 1 else x[:, ::step].contiguous()
 
         with _hooks(encoder.model, points, keep):
             encode(encoder, wave, lengths)
@@ -216,18 +240,20 @@ def calibrate(
     clips: Sequence[Clip],
     batch_size: int = 8,
     progress: bool = True,
+    max_frame_rate: float | None = None,
 ) -> dict[str, PointStats]:
     """One pass of both encoders over the clips; statistics for every merge point."""
     if batch_size < 1:
         raise ValueError(f"calibration batch size must be >= 1, got {batch_size}")
     points = merge_points(a.config)
+    steps = frame_steps(a.config, a.sample_rate, max_frame_rate)
     order = sorted(clips, key=lambda c: -c.wave.numel())  # similar lengths share a batch
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     moments: dict[str, CrossMoments] = {}
     seconds = sum(c.wave.numel() for c in clips) / a.sample_rate
     bar = tqdm(batches, desc=f"calibrating on {seconds:.0f} s", unit="batch", disable=not progress)
     for batch in bar:
-        _accumulate_batch(a, b, points, [c.wave for c in batch], moments)
+        _accumulate_batch(a, b, points, [c.wave for c in batch], moments, steps)
     return {name: m.finalize() for name, m in moments.items()}
 
 
@@ -254,13 +280,14 @@ def cached_calibrate(
     cache_dir: str | Path | None,
     batch_size: int = 8,
     progress: bool = True,
+    max_frame_rate: float | None = None,
 ) -> tuple[dict[str, PointStats], bool]:
     """:func:`calibrate`, reusing a cached result for identical weights, clips and settings.
 
     Returns the statistics and whether they came from the cache.
     """
     if cache_dir is None:
-        return calibrate(a, b, clips, batch_size, progress), False
+        return calibrate(a, b, clips, batch_size, progress, max_frame_rate), False
     key = hashlib.blake2b(
         json.dumps(
             {
@@ -270,6 +297,7 @@ def cached_calibrate(
                 "clips": fingerprint_clips(clips),
                 "rate": a.sample_rate,
                 "normalize": [a.normalize, b.normalize],
+                "steps": frame_steps(a.config, a.sample_rate, max_frame_rate),
             },
             sort_keys=True,
         ).encode(),
@@ -282,6 +310,6 @@ def cached_calibrate(
             return {k: PointStats(**v) for k, v in raw.items()}, True
         except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, not fatal
             path.unlink(missing_ok=True)
-    stats = calibrate(a, b, clips, batch_size, progress)
+    stats = calibrate(a, b, clips, batch_size, progress, max_frame_rate)
     write_atomically(path, lambda tmp: torch.save({k: v.to_dict() for k, v in stats.items()}, tmp))
     return stats, False

@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
 import torch
+from transformers import HubertConfig
 
 from merging.audio import Clip, synthetic_clips
-from merging.calibrate import CrossMoments, cached_calibrate, calibrate, merge_points
+from merging.calibrate import CrossMoments, cached_calibrate, calibrate, frame_steps, merge_points
+from merging.forward import conv_output_lengths
 from tests.helpers import random_encoder, tiny_config
 
 
@@ -34,19 +36,44 @@ def clips_of_varied_length(n=5, seed=0):
     return [Clip(c.name, c.wave[: 4000 + 1100 * i]) for i, c in enumerate(base)]
 
 
-@pytest.mark.parametrize("norm", ["group", "layer"])
-def test_statistics_do_not_depend_on_batching_or_padding(norm):
+@pytest.mark.parametrize(
+    ("norm", "max_frame_rate"), [("group", None), ("layer", None), ("group", 1000)]
+)
+def test_statistics_do_not_depend_on_batching_or_padding(norm, max_frame_rate):
     config = tiny_config(feat_extract_norm=norm)
     a, b = random_encoder(config, 0), random_encoder(config, 1)
     clips = clips_of_varied_length()
-    one = calibrate(a, b, clips, batch_size=1, progress=False)
-    many = calibrate(a, b, clips, batch_size=3, progress=False)
+    one = calibrate(a, b, clips, batch_size=1, progress=False, max_frame_rate=max_frame_rate)
+    many = calibrate(a, b, clips, batch_size=3, progress=False, max_frame_rate=max_frame_rate)
     assert set(one) == {p.name for p in merge_points(config)}
     for name in one:
         assert one[name].n == many[name].n
         # float32 forward noise only; a padding leak shows up as differences of ~1e-1
         torch.testing.assert_close(one[name].corr, many[name].corr, atol=1e-3, rtol=0)
         torch.testing.assert_close(one[name].mean_a, many[name].mean_a, atol=1e-5, rtol=1e-5)
+
+
+def test_frame_rate_cap_reads_every_kth_frame_of_fast_points_only():
+    base = HubertConfig()  # 16 kHz: conv layers at 3200, 1600, ... 50 frames/s
+    assert frame_steps(base, 16000, 400) == {0: 8, 1: 4, 2: 2, 3: 1, 4: 1, 5: 1, 6: 1, -1: 1}
+    assert set(frame_steps(base, 16000, None).values()) == {1}
+    assert frame_steps(base, 16000, 25)[-1] == 2  # the transformer too, if asked
+    with pytest.raises(ValueError, match="max_frame_rate"):
+        frame_steps(base, 16000, 0)
+
+    config = tiny_config()  # conv layers at 3200, 1600, 800 frames/s
+    a, b = random_encoder(config, 0), random_encoder(config, 1)
+    clips = clips_of_varied_length(3)
+    exact = calibrate(a, b, clips, batch_size=2, progress=False)
+    capped = calibrate(a, b, clips, batch_size=2, progress=False, max_frame_rate=1000)
+    lengths = conv_output_lengths(torch.tensor([c.wave.numel() for c in clips]), config)
+    for layer, step in ((0, 4), (1, 2), (2, 1)):
+        assert exact[f"conv.{layer}"].n == int(lengths[layer].sum())
+        assert capped[f"conv.{layer}"].n == int((-(-lengths[layer] // step)).sum())
+    assert torch.equal(capped["ffn.1"].corr, exact["ffn.1"].corr)  # 800 frames/s: untouched
+    assert not torch.equal(capped["conv.0"].corr, exact["conv.0"].corr)
+    # a few hundred frames still estimate the same correlations
+    torch.testing.assert_close(capped["conv.0"].corr, exact["conv.0"].corr, atol=0.15, rtol=0)
 
 
 def test_statistics_come_from_the_cache_second_time(tmp_path):
@@ -62,7 +89,8 @@ def test_statistics_come_from_the_cache_second_time(tmp_path):
     # other clips, or other weights, are other keys
     _, hit3 = cached_calibrate(a, b, clips[:2], tmp_path, progress=False)
     _, hit4 = cached_calibrate(b, a, clips, tmp_path, progress=False)
-    assert (hit3, hit4) == (False, False)
+    _, hit5 = cached_calibrate(a, b, clips, tmp_path, progress=False, max_frame_rate=1000)
+    assert (hit3, hit4, hit5) == (False, False, False)
 
 
 def test_damaged_cache_file_is_recomputed(tmp_path):
