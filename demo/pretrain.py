@@ -135,10 +135,11 @@ def kmeans(
 
 @dataclass
 class Corpus:
-    """Waves and their per-frame cluster ids, loaded once into memory."""
+    """Waves, their standardised frame features and per-frame cluster ids, held in memory."""
 
     waves: list[torch.Tensor]
     targets: list[torch.Tensor]
+    features: list[torch.Tensor]
     seconds: float
     fingerprint: str  # of the audio read, so a model card says exactly what it was trained on
 
@@ -161,9 +162,10 @@ def load_corpus(
     feats = [frame_features(w, kind) for w in waves]
     allf = torch.cat(feats)
     mean, std = allf.mean(0), allf.std(0).clamp(min=1e-5)
-    centroids = kmeans((allf - mean) / std, clusters, seed)
-    targets = [torch.cdist((f - mean) / std, centroids).argmin(1) for f in feats]
-    return Corpus(waves, targets, sum(len(w) for w in waves) / RATE, digest.hexdigest())
+    feats = [(f - mean) / std for f in feats]
+    centroids = kmeans(torch.cat(feats), clusters, seed)
+    targets = [torch.cdist(f, centroids).argmin(1) for f in feats]
+    return Corpus(waves, targets, feats, sum(len(w) for w in waves) / RATE, digest.hexdigest())
 
 
 class Crops(Dataset):
@@ -189,10 +191,11 @@ class Crops(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         i, f = self.items[j]
         wave = self.corpus.waves[i][f * HOP : f * HOP + self.samples]
-        return wave, self.corpus.targets[i][f : f + self.frames]
+        frames = slice(f, f + self.frames)
+        return wave, self.corpus.targets[i][frames], self.corpus.features[i][frames]
 
 
 class MaskedPrediction(L.LightningModule):
@@ -207,18 +210,24 @@ class MaskedPrediction(L.LightningModule):
         mask_length: int = 10,
         unmasked_weight: float = 1.0,
         report_every: int = 0,
+        reconstruct: float = 0.0,
+        feature_dims: int = 0,
     ):
         super().__init__()
         self.encoder = HubertModel(config)
         self.head = nn.Linear(config.hidden_size, clusters)
+        # MERT-style auxiliary loss: regress the masked frames' spectra, so that what the
+        # clusters blur (pitch, fine spectral shape) has to survive in the encoder
+        self.reconstruct = reconstruct
+        self.spectrum = nn.Linear(config.hidden_size, feature_dims) if reconstruct else None
         self.lr, self.steps, self.warmup = lr, steps, warmup
         self.mask_prob, self.mask_length = mask_prob, mask_length
         self.unmasked_weight = unmasked_weight
         self.report_every = report_every
         self.history: list[dict[str, float]] = []
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _idx: int) -> torch.Tensor:
-        wave, target = batch
+    def training_step(self, batch: tuple[torch.Tensor, ...], _idx: int) -> torch.Tensor:
+        wave, target, features = batch
         mask = torch.from_numpy(
             _compute_mask_indices(
                 tuple(target.shape), self.mask_prob, self.mask_length, min_masks=2
@@ -229,6 +238,10 @@ class MaskedPrediction(L.LightningModule):
         masked = F.cross_entropy(logits[mask], target[mask])
         unmasked = F.cross_entropy(logits[~mask], target[~mask])
         loss = masked + self.unmasked_weight * unmasked
+        recon = torch.zeros(())
+        if self.spectrum is not None:
+            recon = F.mse_loss(self.spectrum(hidden[mask]).float(), features[mask])
+            loss = loss + self.reconstruct * recon
         accuracy = (logits[mask].argmax(-1) == target[mask]).float().mean()
         self.history.append(
             {
@@ -237,6 +250,7 @@ class MaskedPrediction(L.LightningModule):
                 "masked_loss": float(masked.detach()),
                 "masked_accuracy": float(accuracy),
                 "masked_share": float(mask.float().mean()),
+                "reconstruction_loss": float(recon.detach()),
             }
         )
         if self.report_every and self.global_step % self.report_every == 0:
@@ -276,6 +290,7 @@ class PretrainSettings:
     lr: float = 1e-3
     precision: str = "32-true"
     threads: int = 0  # 0: torch's default
+    reconstruct: float = 0.0  # weight of the masked-spectrum regression loss (0: none)
     architecture: dict = field(default_factory=dict)  # overrides of demo_config (tests: tiny)
 
 
@@ -299,6 +314,8 @@ def pretrain(
         s.lr,
         s.steps,
         report_every=100 if progress else 0,
+        reconstruct=s.reconstruct,
+        feature_dims=corpus.features[0].shape[1],
     )
     trainer = L.Trainer(
         max_steps=s.steps,
@@ -418,6 +435,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=PretrainSettings.lr)
     parser.add_argument("--precision", default=PretrainSettings.precision)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--reconstruct",
+        type=float,
+        default=0.0,
+        help="weight of a loss regressing the masked frames' spectra (MERT's musical loss)",
+    )
     args = parser.parse_args()
     corpus = args.corpus
     if corpus is None:
@@ -433,6 +456,7 @@ def main() -> None:
         lr=args.lr,
         precision=args.precision,
         threads=args.threads,
+        reconstruct=args.reconstruct,
     )
     summary = pretrain(corpus, args.out, settings)
     print(json.dumps({k: summary[k] for k in ("steps", "final_loss", "train_seconds")}, indent=2))

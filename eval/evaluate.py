@@ -14,6 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from eval.ctc import fit_ctc, frame_features, train_subset
 from eval.data import Example, csv_manifest, labelled_folder
 from eval.datasets import speech_commands
 from eval.features import EncoderUpstream, FbankUpstream, Upstream, dataset_key, pooled_features
@@ -51,8 +52,6 @@ def build_suite(cfg: DictConfig) -> list[tuple[Task, list[Example]]]:
             if name not in PAPER_TASKS:
                 raise ValueError(f"eval.roots.{name}: not a paper task ({', '.join(PAPER_TASKS)})")
             task = PAPER_TASKS[name]
-            if task.kind == "ctc":
-                raise ValueError("ASR (CTC) probing is not available yet; drop eval.roots.asr_wer")
             if name == "ks":
                 rows = speech_commands(root, cfg.get("speech_commands_test") or None)
             else:
@@ -101,7 +100,9 @@ def probe_task(
     ``trainer`` (Lightning's accelerator, devices, strategy, precision) is not part of the
     cache key: the same probe trained on other hardware is the same result.
     """
-    probe = OmegaConf.to_container(cfg.probe, resolve=True)
+    probe = OmegaConf.to_container(cfg.ctc if task.kind == "ctc" else cfg.probe, resolve=True)
+    if task.kind == "ctc":
+        rows = train_subset(rows, probe.get("max_train_hours"))
     path = None
     if cache_dir is not None:
         key = hashlib.blake2b(
@@ -113,6 +114,33 @@ def probe_task(
         path = Path(cache_dir) / "probes" / f"{key}.json"
         if path.is_file():
             return {**json.loads(path.read_text()), "probe_cached": True}
+    if task.kind == "ctc":
+        frames = frame_features(
+            upstream, rows, cache_dir, task.max_seconds, cfg.batch_size, progress
+        )
+        r = fit_ctc(
+            frames,
+            probe["lrs"],
+            probe["hidden"],
+            probe["epochs"],
+            probe["batch_size"],
+            trainer=trainer,
+        )
+        out = {
+            "metric": task.metric,
+            "clips": len(frames.examples),
+            "skipped": len(frames.skipped),
+            "feature_seconds": frames.seconds,
+            "features_cached": frames.cached,
+            "value": 100 * r.test_wer,
+            "valid": 100 * r.valid_wer,
+            "lr": r.lr,
+            "layer_weights": r.layer_weights,
+            "transcripts": r.examples,
+        }
+        if path is not None:
+            write_atomically(path, lambda tmp: tmp.write_text(json.dumps(out)))
+        return {**out, "probe_cached": False}
     feats = pooled_features(upstream, rows, cache_dir, task.max_seconds, cfg.batch_size, progress)
     kwargs = {
         "lrs": probe["lrs"],

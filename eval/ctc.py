@@ -1,0 +1,299 @@
+"""ASR probing in SUPERB's manner: a CTC head on a learned softmax-weighted sum of every layer.
+
+Unlike utterance tasks, CTC needs every frame, so frame features are cached (float16, one file
+per upstream and dataset): about hours x 3600 x frame rate x layers x dim x 2 bytes, i.e.
+~12 GB per hour of audio for a HuBERT-base upstream. ``max_train_hours`` draws a fixed,
+seeded subset of the training split for that reason; the full LibriSpeech-100 protocol is what
+``eval.backend=s3prl`` runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import soundfile as sf
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from eval.data import Example
+from eval.features import Upstream, dataset_key
+from eval.probe import trainer_settings
+from merging.audio import read_audio
+from merging.files import write_atomically
+from merging.forward import frame_mask, pad_batch
+
+BLANK = "<blank>"
+SPACE = "|"
+
+
+def normalise_text(text: str) -> str:
+    return " ".join(text.upper().split())
+
+
+@dataclass
+class FrameFeatures:
+    frames: list[torch.Tensor]  # per clip (layers, frames, dim), float16
+    examples: list[Example]  # usable examples, aligned with ``frames``
+    skipped: list[str]
+    seconds: float
+    cached: bool
+
+
+@torch.no_grad()
+def frame_features(
+    upstream: Upstream,
+    examples: Sequence[Example],
+    cache_dir: str | Path | None,
+    max_seconds: float = 35.0,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> FrameFeatures:
+    """Every layer's frames of every readable example, from the cache if present."""
+    t0 = time.perf_counter()
+    path = None
+    if cache_dir is not None:
+        key = dataset_key(upstream, examples, max_seconds)
+        path = Path(cache_dir) / "features" / f"{key}-frames.pt"
+        if path.is_file():
+            raw = torch.load(path, weights_only=False)
+            kept = [examples[i] for i in raw["index"]]
+            return FrameFeatures(
+                raw["frames"], kept, raw["skipped"], time.perf_counter() - t0, True
+            )
+    waves, index, skipped = [], [], []
+    for i, e in enumerate(examples):
+        w = read_audio(e.path, upstream.sample_rate, max_seconds)
+        if w is None or w.size < upstream.min_samples:
+            skipped.append(e.path)
+        else:
+            waves.append(torch.from_numpy(w))
+            index.append(i)
+    if not waves:
+        raise ValueError("no usable audio among the task's files")
+    order = sorted(range(len(waves)), key=lambda k: -waves[k].numel())
+    frames: list[torch.Tensor | None] = [None] * len(waves)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for batch in tqdm(batches, desc=f"frame features ({upstream.name})", disable=not progress):
+        layers, valid = upstream.layers(*pad_batch([waves[k] for k in batch]))
+        stacked = torch.stack(layers, 1)  # (batch, layers, frames, dim)
+        for j, k in enumerate(batch):
+            frames[k] = stacked[j, :, : int(valid[j])].half().clone()
+    out = [f for f in frames if f is not None]
+    if path is not None:
+        saved = {"frames": out, "index": index, "skipped": skipped}
+        write_atomically(path, lambda tmp: torch.save(saved, tmp))
+    kept = [examples[i] for i in index]
+    return FrameFeatures(out, kept, skipped, time.perf_counter() - t0, False)
+
+
+def _duration(path: str) -> float:
+    try:
+        return float(sf.info(path).duration)
+    except Exception:  # noqa: BLE001 - unreadable files are counted as skipped later
+        return 0.0
+
+
+def train_subset(examples: Sequence[Example], hours: float | None) -> list[Example]:
+    """A seeded subset of the training split of at most ``hours``; other splits kept whole."""
+    if not hours:
+        return list(examples)
+    train = [e for e in examples if e.split == "train"]
+    random.Random(0).shuffle(train)
+    budget, chosen = hours * 3600, set()
+    for e in train:
+        seconds = _duration(e.path)
+        if seconds <= budget:
+            budget -= seconds
+            chosen.add(e.path)
+    return [e for e in examples if e.split != "train" or e.path in chosen]
+
+
+class Vocabulary:
+    """Characters of the training transcripts; index 0 is CTC's blank, words joined by ``|``."""
+
+    def __init__(self, texts: Sequence[str]):
+        chars = sorted({c for t in texts for c in normalise_text(t).replace(" ", SPACE)})
+        self.symbols = [BLANK, *chars]
+        self.index = {c: i for i, c in enumerate(self.symbols)}
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def encode(self, text: str) -> torch.Tensor:
+        """Unknown characters (absent from training) are dropped: a probe cannot emit them."""
+        chars = normalise_text(text).replace(" ", SPACE)
+        return torch.tensor([self.index[c] for c in chars if c in self.index], dtype=torch.long)
+
+    def decode_greedy(self, best: Sequence[int]) -> str:
+        out, prev = [], 0
+        for i in best:
+            if i != prev and i != 0:
+                out.append(self.symbols[i])
+            prev = i
+        return " ".join("".join(out).replace(SPACE, " ").split())
+
+
+def word_errors(ref: str, hyp: str) -> tuple[int, int]:
+    """(word-level edit distance, reference words)."""
+    r, h = ref.split(), hyp.split()
+    row = list(range(len(h) + 1))
+    for i, rw in enumerate(r, 1):
+        prev, row[0] = row[0], i
+        for j, hw in enumerate(h, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
+    return row[-1], len(r)
+
+
+def wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """Corpus word error rate: total edits over total reference words."""
+    edits = words = 0
+    for ref, hyp in zip(refs, hyps, strict=True):
+        e, n = word_errors(normalise_text(ref), normalise_text(hyp))
+        edits, words = edits + e, words + n
+    return edits / max(words, 1)
+
+
+class CTCProbe(L.LightningModule):
+    """Softmax layer weights -> optional BiLSTM -> linear -> CTC over characters."""
+
+    def __init__(
+        self,
+        layers: int,
+        dim: int,
+        vocab: int,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        hidden: int = 0,
+        lr: float = 1e-3,
+    ):
+        super().__init__()
+        self.lr = lr
+        self.register_buffer("mean", mean)  # (layers, dim): each layer standardised on train
+        self.register_buffer("std", std)
+        self.layer_logits = nn.Parameter(torch.zeros(layers))
+        self.rnn = nn.LSTM(dim, hidden, batch_first=True, bidirectional=True) if hidden else None
+        self.out = nn.Linear(2 * hidden if hidden else dim, vocab)
+        self.ctc = nn.CTCLoss(blank=0, zero_infinity=True)
+
+    def layer_weights(self) -> torch.Tensor:
+        return torch.softmax(self.layer_logits, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, layers, frames, dim) -> (batch, frames, vocab) log-probabilities."""
+        x = (x.float() - self.mean[:, None]) / self.std[:, None]
+        h = torch.einsum("l,bltd->btd", self.layer_weights(), x)
+        if self.rnn is not None:
+            h = self.rnn(h)[0]
+        return self.out(h).log_softmax(-1)
+
+    def training_step(self, batch, _idx):
+        x, frames, y, y_len = batch
+        logp = self(x).transpose(0, 1)  # (frames, batch, vocab) for CTCLoss
+        return self.ctc(logp, y, frames, y_len)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def _collate(items):
+    x, y = zip(*items, strict=True)
+    frames = torch.tensor([t.shape[1] for t in x])
+    padded = pad_sequence([t.transpose(0, 1) for t in x], batch_first=True).transpose(1, 2)
+    y_len = torch.tensor([len(t) for t in y])
+    return padded, frames, torch.cat(y), y_len
+
+
+def _transcribe(model: CTCProbe, clips: Sequence[torch.Tensor], vocab: Vocabulary) -> list[str]:
+    model.cpu().float().eval()
+    hyps = []
+    with torch.no_grad():
+        for start in range(0, len(clips), 16):
+            x, frames, _, _ = _collate([(c, torch.zeros(0)) for c in clips[start : start + 16]])
+            best = model(x).argmax(-1)
+            valid = frame_mask(frames, best.shape[1])
+            hyps += [vocab.decode_greedy(b[m].tolist()) for b, m in zip(best, valid, strict=True)]
+    return hyps
+
+
+@dataclass
+class CTCResult:
+    test_wer: float
+    valid_wer: float
+    lr: float
+    layer_weights: list[float]
+    examples: list[tuple[str, str]]  # a few (reference, hypothesis) pairs from the test split
+
+
+def fit_ctc(
+    feats: FrameFeatures,
+    lrs: Sequence[float] = (1e-3, 1e-2),
+    hidden: int = 0,
+    epochs: int = 40,
+    batch_size: int = 32,
+    seed: int = 0,
+    trainer: Mapping[str, Any] | None = None,
+) -> CTCResult:
+    """One CTC probe per learning rate; the lowest validation WER picks the one scored on test."""
+    split = {
+        s: [i for i, e in enumerate(feats.examples) if e.split == s]
+        for s in ("train", "valid", "test")
+    }
+    if not split["train"] or not split["test"]:
+        raise ValueError("a CTC probe needs non-empty train and test splits")
+    if not split["valid"]:
+        split["valid"] = split["train"]
+    texts = {s: [feats.examples[i].label for i in idx] for s, idx in split.items()}
+    clips = {s: [feats.frames[i] for i in idx] for s, idx in split.items()}
+    vocab = Vocabulary(texts["train"])
+    train = [(c, vocab.encode(t)) for c, t in zip(clips["train"], texts["train"], strict=True)]
+
+    cat = torch.cat([c.float() for c in clips["train"]], dim=1)  # (layers, frames, dim)
+    mean, std = cat.mean(1), cat.std(1).clamp(min=1e-5)
+    best: tuple[float, float, CTCProbe] | None = None
+    for lr in lrs:
+        L.seed_everything(seed, workers=True, verbose=False)
+        model = CTCProbe(cat.shape[0], cat.shape[2], len(vocab), mean, std, hidden, lr)
+        loader = DataLoader(
+            train,
+            batch_size=batch_size,
+            shuffle=True,
+            collate_fn=_collate,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        fitter = L.Trainer(
+            **trainer_settings(trainer),
+            max_epochs=epochs,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            gradient_clip_val=1.0,
+            deterministic=True,
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            fitter.fit(model, loader)
+        score = wer(texts["valid"], _transcribe(model, clips["valid"], vocab))
+        if best is None or score < best[0]:
+            best = (score, lr, copy.deepcopy(model))
+    assert best is not None
+    valid, lr, model = best
+    hyps = _transcribe(model, clips["test"], vocab)
+    return CTCResult(
+        wer(texts["test"], hyps),
+        valid,
+        lr,
+        model.layer_weights().tolist(),
+        list(zip(texts["test"][:5], hyps[:5], strict=True)),
+    )
