@@ -19,7 +19,7 @@ from eval.data import Example, csv_manifest, labelled_folder
 from eval.datasets import speech_commands
 from eval.features import EncoderUpstream, FbankUpstream, Upstream, dataset_key, pooled_features
 from eval.probe import fit_kfold, fit_probe
-from eval.s3prl import run_commands, s3prl_commands, write_script
+from eval.s3prl import run_commands, s3prl_commands, task_metrics, write_script
 from eval.scores import PAPER_FBANK, domain_score
 from eval.tasks import PAPER_TASKS, Task
 from merging.files import write_atomically
@@ -267,4 +267,5 @@ def evaluate_s3prl(merged_dir: str | Path, cfg: DictConfig, out: str | Path, pre
     result = {"backend": "s3prl", "script": str(script), "skipped": skipped}
     if cfg.s3prl.root:
         result["runs"] = run_commands(commands, cfg.s3prl.root, Path(out) / "s3prl_logs")
+        result["tasks"] = task_metrics(result["runs"])
     return result

@@ -8,6 +8,7 @@ names (MARBLE-style recipes registered in your checkout) in ``eval.s3prl.downstr
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from collections.abc import Mapping
@@ -115,8 +116,26 @@ def write_script(commands: list[S3prlCommand], path: str | Path, s3prl_root: str
     return path
 
 
+# What s3prl's experts print after evaluating a split: "test acc: 0.97" (a fraction) for the
+# classification recipes, "test-clean wer: 6.4" (already in %) for ASR.
+_RESULT = re.compile(r"^(test\S*) (acc|wer): ([-+0-9.eE]+)\s*$", re.MULTILINE)
+
+
+def parse_result(log: str) -> tuple[str, float] | None:
+    """The last test metric an s3prl evaluate run printed, as (metric, value in %)."""
+    found = _RESULT.findall(log)
+    if not found:
+        return None
+    _, metric, value = found[-1]
+    return ("accuracy", 100 * float(value)) if metric == "acc" else ("wer", float(value))
+
+
 def run_commands(commands: list[S3prlCommand], s3prl_root: str | Path, log_dir: str | Path) -> dict:
-    """Run each recipe in ``<s3prl_root>/s3prl``; logs per experiment; failures are recorded."""
+    """Run each recipe in ``<s3prl_root>/s3prl``, one log per experiment.
+
+    Returns per experiment its status and, parsed from the evaluate run's output, its test
+    metric; failures are recorded, not raised.
+    """
     workdir = Path(s3prl_root).expanduser() / "s3prl"
     if not (workdir / "run_downstream.py").is_file():
         raise FileNotFoundError(
@@ -124,17 +143,43 @@ def run_commands(commands: list[S3prlCommand], s3prl_root: str | Path, log_dir: 
         )
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
-    status = {}
+    runs = {}
     for c in commands:
-        with open(log_dir / f"{c.name}.log", "w") as log:
-            rc = 0
+        log_path = log_dir / f"{c.name}.log"
+        rc, evaluated = 0, ""
+        with open(log_path, "w") as log:
             for argv in (c.train, c.evaluate):
-                rc = subprocess.run(
-                    argv, cwd=workdir, stdout=log, stderr=subprocess.STDOUT
-                ).returncode
+                done = subprocess.run(argv, cwd=workdir, capture_output=True, text=True)
+                log.write(done.stdout + done.stderr)
+                rc = done.returncode
                 if rc:
                     break
-        status[c.name] = (
-            "ok" if rc == 0 else f"failed (exit {rc}, see {log_dir / (c.name + '.log')})"
-        )
-    return status
+            else:
+                evaluated = done.stdout
+        run: dict = {"task": c.task, "status": "ok", "log": str(log_path)}
+        parsed = parse_result(evaluated) if rc == 0 else None
+        if rc:
+            run["status"] = f"failed (exit {rc}, see {log_path})"
+        elif parsed is None:
+            run["status"] = f"no test metric in the evaluate output (see {log_path})"
+        else:
+            run["metric"], run["value"] = parsed
+        runs[c.name] = run
+    return runs
+
+
+def task_metrics(runs: Mapping[str, dict]) -> dict[str, dict]:
+    """Per paper task, the test metric; ER's five folds are averaged, as SUPERB reports it."""
+    per_task: dict[str, list[dict]] = {}
+    for run in runs.values():
+        per_task.setdefault(run["task"], []).append(run)
+    out = {}
+    for task, task_runs in per_task.items():
+        values = [r["value"] for r in task_runs if "value" in r]
+        if len(values) == len(task_runs):
+            out[task] = {
+                "metric": task_runs[0]["metric"],
+                "value": sum(values) / len(values),
+                "runs": len(values),
+            }
+    return out

@@ -1,9 +1,10 @@
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
-from eval.s3prl import run_commands, s3prl_commands, write_script
+from eval.s3prl import parse_result, run_commands, s3prl_commands, task_metrics, write_script
 
 
 def test_commands_for_superb_tasks_folds_and_missing_recipes(tmp_path):
@@ -52,21 +53,48 @@ def test_commands_for_superb_tasks_folds_and_missing_recipes(tmp_path):
 def test_script_and_running_against_an_s3prl_checkout(tmp_path):
     checkout = tmp_path / "s3prl_repo"
     (checkout / "s3prl").mkdir(parents=True)
-    # a stand-in run_downstream.py that records how it was called
+    # a stand-in run_downstream.py that records how it was called and prints what s3prl's
+    # experts print after an evaluation
     (checkout / "s3prl" / "run_downstream.py").write_text(
         "import json, sys\n"
         "open('calls.jsonl', 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
-        "sys.exit(3 if 'fail' in ' '.join(sys.argv) else 0)\n"
+        "args = ' '.join(sys.argv)\n"
+        "if 'evaluate' in args:\n"
+        "    print('dev acc: 0.5')\n"
+        "    print('test-clean wer: 7.25' if 'asr' in args else\n"
+        "          'test acc: 0.8' + ('1' if 'fold1' in args else '3'))\n"
+        "sys.exit(3 if 'fail' in args else 0)\n"
     )
     cmds, _ = s3prl_commands(
-        tmp_path / "merged", {"ic": "/d/fsc", "sid": "/d/fail"}, python=sys.executable
+        tmp_path / "merged",
+        {"ic": "/d/fsc", "sid": "/d/fail", "er": "/d/iemocap", "asr_wer": "/d/asr"},
+        python=sys.executable,
     )
     script = write_script(cmds, tmp_path / "s3prl.sh", str(checkout))
     text = script.read_text()
     assert text.startswith("#!/usr/bin/env bash") and "-d fluent_commands" in text
-    status = run_commands(cmds, checkout, tmp_path / "logs")
-    assert status["merged_ic"] == "ok" and status["merged_sid"].startswith("failed (exit 3")
+    runs = run_commands(cmds, checkout, tmp_path / "logs")
+    assert runs["merged_ic"]["status"] == "ok" and runs["merged_ic"]["value"] == pytest.approx(83)
+    assert (
+        runs["merged_sid"]["status"].startswith("failed (exit 3")
+        and "value" not in runs["merged_sid"]
+    )
+    assert "test acc: 0.83" in Path(runs["merged_ic"]["log"]).read_text()
     calls = [json.loads(x) for x in (checkout / "s3prl" / "calls.jsonl").read_text().splitlines()]
-    assert [c[1] for c in calls] == ["train", "evaluate", "train"]  # a failed train is not tested
+    assert [c[1] for c in calls[:3]] == ["train", "evaluate", "train"]  # a failed train: no test
+    metrics = task_metrics(runs)
+    assert set(metrics) == {"ic", "er", "asr_wer"}  # sid failed: no number rather than a wrong one
+    assert metrics["asr_wer"] == {"metric": "wer", "value": 7.25, "runs": 1}
+    assert metrics["er"]["runs"] == 5 and metrics["er"]["value"] == pytest.approx((81 + 4 * 83) / 5)
     with pytest.raises(FileNotFoundError, match="run_downstream.py"):
         run_commands(cmds, tmp_path, tmp_path / "logs")
+
+
+def test_parse_result_reads_the_last_test_metric():
+    log = "train loss: 1.0\ndev acc: 0.61\ntest acc: 0.9034\n"
+    assert parse_result(log) == ("accuracy", pytest.approx(90.34))
+    assert parse_result("dev-clean wer: 9.1\ntest-clean uer: 2.0\ntest-clean wer: 6.42\n") == (
+        "wer",
+        6.42,
+    )
+    assert parse_result("Traceback (most recent call last):\n") is None
