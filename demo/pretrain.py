@@ -378,8 +378,9 @@ def write_history(history: list[dict[str, float]], out: Path) -> None:
 
     steps = np.array([h["step"] for h in history])
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    recon = any(h.get("reconstruction_loss") for h in history)
     for key, axis, label in (
-        ("loss", ax[0], "loss (masked + unmasked CE)"),
+        ("loss", ax[0], f"loss (masked + unmasked CE{' + spectrum MSE' if recon else ''})"),
         ("masked_accuracy", ax[1], "masked-frame accuracy"),
     ):
         y = np.array([h[key] for h in history])
@@ -396,6 +397,12 @@ def write_history(history: list[dict[str, float]], out: Path) -> None:
 def write_card(summary: dict, out: Path) -> None:
     s = summary["settings"]
     c = summary["corpus"]
+    recon = (
+        f"; plus {s['reconstruct']:g} x the mean squared error of the masked frames' standardised"
+        " features regressed from the last layer (MERT's spectral reconstruction loss)"
+        if s.get("reconstruct")
+        else ""
+    )
     text = f"""# demo-{s["domain"]}
 
 A small HuBERT-family encoder ({summary["parameters"] / 1e6:.2f} M parameters:
@@ -408,7 +415,7 @@ the other half has the same architecture, another seed and the other domain.
   disjoint from every probe split.
 - Objective: masked prediction of k-means ({s["clusters"]} clusters) ids of
   {FEATURES[s["features"]]} frames, loss on masked and unmasked frames,
-  {summary["masked_share"]:.0%} of frames masked in spans of 10.
+  {summary["masked_share"]:.0%} of frames masked in spans of 10{recon}.
 - Training: seed {s["seed"]}, {summary["steps"]} steps of {s["batch_size"]} x
   {s["crop_seconds"]:g} s crops, AdamW lr {s["lr"]:g} with warm-up and cosine decay,
   {s["precision"]}, {summary["threads"]} CPU thread(s), {summary["train_seconds"] / 60:.1f} min.

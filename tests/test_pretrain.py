@@ -90,6 +90,27 @@ def test_short_pretraining_learns_and_exports_a_loadable_checkpoint(corpus, tmp_
     assert summary["final_loss"] == pytest.approx(np.mean(losses[-50:]))
 
 
+def test_spectral_reconstruction_loss_is_learned_and_carded(corpus, tmp_path):
+    s = PretrainSettings(
+        "music",
+        seed=3,
+        features="logmel",
+        clusters=4,
+        steps=30,
+        batch_size=4,
+        crop_seconds=1.0,
+        lr=3e-3,
+        architecture=TINY,
+        reconstruct=1.0,
+    )
+    pretrain(corpus, tmp_path / "enc", s, progress=False)
+    recon = [row["reconstruction_loss"] for row in summary_rows(tmp_path / "enc")]
+    assert recon[0] > 0.5  # standardised targets: an untrained regression is off by ~1
+    assert np.mean(recon[-10:]) < 0.9 * np.mean(recon[:10])  # the regression head trains
+    assert "spectral reconstruction" in (tmp_path / "enc" / "README.md").read_text()
+    assert load_encoder(tmp_path / "enc").config.hidden_size == 32  # the head is not exported
+
+
 def summary_rows(directory):
     import csv
 
