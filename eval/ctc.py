@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import random
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from eval.data import Example
-from eval.features import Upstream, dataset_key
-from eval.probe import trainer_settings
-from merging.audio import read_audio
+from eval.features import Upstream, dataset_key, length_batches, read_usable
+from eval.probe import fit_quietly
 from merging.files import write_atomically
 from merging.forward import frame_mask, pad_batch
 
@@ -71,19 +69,9 @@ def frame_features(
             return FrameFeatures(
                 raw["frames"], kept, raw["skipped"], time.perf_counter() - t0, True
             )
-    waves, index, skipped = [], [], []
-    for i, e in enumerate(examples):
-        w = read_audio(e.path, upstream.sample_rate, max_seconds)
-        if w is None or w.size < upstream.min_samples:
-            skipped.append(e.path)
-        else:
-            waves.append(torch.from_numpy(w))
-            index.append(i)
-    if not waves:
-        raise ValueError("no usable audio among the task's files")
-    order = sorted(range(len(waves)), key=lambda k: -waves[k].numel())
+    waves, index, skipped = read_usable(upstream, examples, max_seconds)
     frames: list[torch.Tensor | None] = [None] * len(waves)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = length_batches(waves, batch_size)
     for batch in tqdm(batches, desc=f"frame features ({upstream.name})", disable=not progress):
         layers, valid = upstream.layers(*pad_batch([waves[k] for k in batch]))
         stacked = torch.stack(layers, 1)  # (batch, layers, frames, dim)
@@ -271,19 +259,7 @@ def fit_ctc(
             collate_fn=_collate,
             generator=torch.Generator().manual_seed(seed),
         )
-        fitter = L.Trainer(
-            **trainer_settings(trainer),
-            max_epochs=epochs,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            gradient_clip_val=1.0,
-            deterministic=True,
-        )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            fitter.fit(model, loader)
+        fit_quietly(model, loader, epochs, trainer, gradient_clip_val=1.0)
         score = wer(texts["valid"], _transcribe(model, clips["valid"], vocab))
         if best is None or score < best[0]:
             best = (score, lr, copy.deepcopy(model))

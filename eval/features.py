@@ -131,6 +131,30 @@ def dataset_key(upstream: Upstream, examples: Sequence[Example], max_seconds: fl
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
 
+def read_usable(
+    upstream: Upstream, examples: Sequence[Example], max_seconds: float
+) -> tuple[list[torch.Tensor], list[int], list[str]]:
+    """(waves, their indices in ``examples``, skipped paths): unreadable, empty, silent or too
+    short files are skipped and counted, never fatal, unless nothing is left."""
+    waves, index, skipped = [], [], []
+    for i, e in enumerate(examples):
+        w = read_audio(e.path, upstream.sample_rate, max_seconds)
+        if w is None or w.size < upstream.min_samples:
+            skipped.append(e.path)
+        else:
+            waves.append(torch.from_numpy(w))
+            index.append(i)
+    if not waves:
+        raise ValueError("no usable audio among the task's files")
+    return waves, index, skipped
+
+
+def length_batches(waves: Sequence[torch.Tensor], batch_size: int) -> list[list[int]]:
+    """Indices in batches of similar length, longest first, so padding stays small."""
+    order = sorted(range(len(waves)), key=lambda k: -waves[k].numel())
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 @torch.no_grad()
 def pooled_features(
     upstream: Upstream,
@@ -154,19 +178,9 @@ def pooled_features(
                 time.perf_counter() - t0,
                 True,
             )
-    waves, index, skipped = [], [], []
-    for i, e in enumerate(examples):
-        w = read_audio(e.path, upstream.sample_rate, max_seconds)
-        if w is None or w.size < upstream.min_samples:
-            skipped.append(e.path)
-        else:
-            waves.append(torch.from_numpy(w))
-            index.append(i)
-    if not waves:
-        raise ValueError("no usable audio among the task's files")
-    order = sorted(range(len(waves)), key=lambda k: -waves[k].numel())
+    waves, index, skipped = read_usable(upstream, examples, max_seconds)
     pooled: list[torch.Tensor | None] = [None] * len(waves)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = length_batches(waves, batch_size)
     for batch in tqdm(batches, desc=f"features ({upstream.name})", disable=not progress):
         wave, lengths = pad_batch([waves[k] for k in batch])
         layers, frames = upstream.layers(wave, lengths)

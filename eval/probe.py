@@ -69,6 +69,29 @@ def trainer_settings(trainer: Mapping[str, Any] | None) -> dict[str, Any]:
     return settings
 
 
+def fit_quietly(
+    model: L.LightningModule,
+    loader: DataLoader,
+    epochs: int,
+    trainer: Mapping[str, Any] | None = None,
+    **settings: Any,
+) -> None:
+    """Train a probe with no logger, checkpoints or bars, deterministically."""
+    fitter = L.Trainer(
+        **trainer_settings(trainer),
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        **settings,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        fitter.fit(model, loader)
+
+
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.cpu().float().eval()  # whatever device and precision it was trained in
     with torch.no_grad():
@@ -117,18 +140,7 @@ def fit_probe(
             shuffle=True,
             generator=torch.Generator().manual_seed(seed),
         )
-        fitter = L.Trainer(
-            **trainer_settings(trainer),
-            max_epochs=epochs,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            deterministic=True,
-        )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            fitter.fit(model, loader)
+        fit_quietly(model, loader, epochs, trainer)
         score = _accuracy(model, xva, yva)
         if best is None or score > best[0]:
             best = (score, lr, copy.deepcopy(model))
