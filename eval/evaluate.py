@@ -114,34 +114,6 @@ def probe_task(
         path = Path(cache_dir) / "probes" / f"{key}.json"
         if path.is_file():
             return {**json.loads(path.read_text()), "probe_cached": True}
-    if task.kind == "ctc":
-        frames = frame_features(
-            upstream, rows, cache_dir, task.max_seconds, cfg.batch_size, progress
-        )
-        r = fit_ctc(
-            frames,
-            probe["lrs"],
-            probe["hidden"],
-            probe["epochs"],
-            probe["batch_size"],
-            trainer=trainer,
-        )
-        out = {
-            "metric": task.metric,
-            "clips": len(frames.examples),
-            "skipped": len(frames.skipped),
-            "feature_seconds": frames.seconds,
-            "features_cached": frames.cached,
-            "value": 100 * r.test_wer,
-            "valid": 100 * r.valid_wer,
-            "lr": r.lr,
-            "layer_weights": r.layer_weights,
-            "transcripts": r.examples,
-        }
-        if path is not None:
-            write_atomically(path, lambda tmp: tmp.write_text(json.dumps(out)))
-        return {**out, "probe_cached": False}
-    feats = pooled_features(upstream, rows, cache_dir, task.max_seconds, cfg.batch_size, progress)
     kwargs = {
         "lrs": probe["lrs"],
         "hidden": probe["hidden"],
@@ -149,6 +121,8 @@ def probe_task(
         "batch_size": probe["batch_size"],
         "trainer": trainer,
     }
+    extract = frame_features if task.kind == "ctc" else pooled_features
+    feats = extract(upstream, rows, cache_dir, task.max_seconds, cfg.batch_size, progress)
     out = {
         "metric": task.metric,
         "clips": len(feats.examples),
@@ -156,7 +130,16 @@ def probe_task(
         "feature_seconds": feats.seconds,
         "features_cached": feats.cached,
     }
-    if task.kind == "kfold":
+    if task.kind == "ctc":
+        c = fit_ctc(feats, **kwargs)
+        out.update(
+            value=100 * c.test_wer,
+            valid=100 * c.valid_wer,
+            lr=c.lr,
+            layer_weights=c.layer_weights,
+            transcripts=c.examples,
+        )
+    elif task.kind == "kfold":
         k = fit_kfold(feats, **kwargs)
         out.update(
             value=100 * k["mean"],

@@ -5,8 +5,8 @@ A x A, never the activations themselves), so memory does not grow with the calib
 padded frames are excluded, so the result does not depend on batching or padding.
 Conv layers near the waveform run at thousands of frames per second whose neighbours overlap
 by half a receptive field; ``max_frame_rate`` reads every k-th of their frames (counted from each
-clip's start, so still independent of batching), which is most of the statistics' cost and
-hardly any of their information. ``None`` reads every frame.
+clip's start, so still independent of batching), which saves most of the conv points' cost
+and loses hardly any of their information. ``None`` reads every frame.
 The statistics do not depend on the permutation scope or alpha: they are cached on disk and
 reused by every job of a sweep.
 """
