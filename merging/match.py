@@ -44,10 +44,62 @@ class Scope:
         }[group.kind]
 
 
+# Square problems at least this large get auction prices as a warm start (see _lsa).
+WARM_START_SIZE = 256
+
+
+def _auction_prices(score: np.ndarray, max_rounds: int = 500) -> np.ndarray:
+    """Near-optimal column duals from four phases of an epsilon-scaled (Jacobi) auction.
+
+    Every unassigned row bids for its best column at once, raising its price by the margin over
+    the row's second best plus epsilon; epsilon shrinks tenfold per phase. Each phase stops once
+    99% of rows are placed: the long tail of one-row rounds is left to the exact solver. Any
+    prices are valid (they only shift the costs), so float32 and the round budget cost no
+    exactness.
+    """
+    s = score.astype(np.float32)
+    n = s.shape[0]
+    span = float(s.max() - s.min()) or 1.0
+    prices = np.zeros(n, np.float32)
+    values = np.empty_like(s)
+    for eps in (span * 2e-2, span * 2e-3, span * 2e-4, span * 2e-5):
+        owner, column = np.full(n, -1), np.full(n, -1)
+        bidders = np.arange(n)
+        while bidders.size > n // 100 and max_rounds > 0:
+            max_rounds -= 1
+            value = values[: bidders.size]
+            np.take(s, bidders, axis=0, out=value)
+            value -= prices
+            rows = np.arange(bidders.size)
+            best = value.argmax(1)
+            top = value[rows, best]
+            value[rows, best] = -np.inf
+            bid = prices[best] + (top - value.max(1)) + eps
+            order = np.lexsort((-bid, best))  # by column, highest bid first
+            ranked = best[order]
+            win = order[np.r_[True, ranked[1:] != ranked[:-1]]]
+            won = best[win]
+            outbid = owner[won]
+            column[outbid[outbid >= 0]] = -1
+            owner[won] = bidders[win]
+            column[bidders[win]] = won
+            prices[won] = bid[win]
+            bidders = np.flatnonzero(column < 0)
+    return prices.astype(np.float64)
+
+
 def _lsa(score: np.ndarray) -> np.ndarray:
-    # Row then column reduction changes every perfect matching's total by the same constant,
-    # so the optimum is unchanged; scipy's solver reaches it ~20% sooner from there.
-    cost = score.max(1, keepdims=True) - score
+    """Exact maximum-weight matching by scipy, started from reduced costs.
+
+    Subtracting a price per column and then each row's maximum changes every perfect
+    matching's total by the same constant, so the optimum is unchanged; but near-optimal prices
+    leave scipy's shortest augmenting paths short. Measured on HuBERT-base FFN correlations
+    (3072 x 3072): 1.3-1.8 s from the raw scores, about half that with auction prices included.
+    """
+    square = score.shape[0] == score.shape[1]
+    warm = square and score.shape[0] >= WARM_START_SIZE and np.isfinite(score).all()
+    reduced = score - _auction_prices(score) if warm else score
+    cost = reduced.max(1, keepdims=True) - reduced
     cost -= cost.min(0, keepdims=True)
     rows, cols = linear_sum_assignment(cost)
     perm = np.empty_like(cols)
