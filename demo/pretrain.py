@@ -1,7 +1,8 @@
 """Self-supervised pretraining of the demo encoders the HuBERT way, sized for a laptop CPU.
 
 Targets are k-means cluster ids of spectral frames aligned one-to-one with the encoder's 20 ms
-frames (MFCC + deltas for speech; 64 log-mel bands for music, whose clusters must keep pitch).
+frames (MFCC + deltas for speech; for music 64 log-mel bands plus 12 chroma bins, so that the
+clusters keep pitch, which MFCCs drop and coarse mel bands blur).
 The encoder predicts them on masked spans, as HuBERT does, and with equal weight on unmasked
 frames: at this scale the masked-only loss trains weakly and collapses at higher learning rates.
 
@@ -37,7 +38,12 @@ RATE = 16000
 HOP = 320  # the conv stack's total stride: one encoder frame every 20 ms
 WIN = 400  # its receptive field; frame t sees samples [HOP * t, HOP * t + WIN)
 N_FFT = 512
-FEATURES = {"mfcc": "MFCC + delta + delta-delta (39-dim)", "logmel": "64-band log-mel"}
+CHROMA_FFT = 2048  # 128 ms: 7.8 Hz bins, enough to tell semitones apart from ~130 Hz up
+FEATURES = {
+    "mfcc": "MFCC + delta + delta-delta (39-dim)",
+    "logmel": "64-band log-mel",
+    "chroma": "64-band log-mel + 12-bin log chroma (as in MERT's k-means teacher)",
+}
 
 
 def demo_config(**overrides) -> HubertConfig:
@@ -77,13 +83,39 @@ def _deltas(x: torch.Tensor, width: int = 2) -> torch.Tensor:
     return num / (2 * sum(n * n for n in range(1, width + 1)))
 
 
+def chroma(wave: torch.Tensor, frames: int) -> torch.Tensor:
+    """(frames, 12) log pitch-class energy relative to each frame's strongest class.
+
+    A 128 ms window centred on each encoder frame resolves semitones that 64 mel bands blur
+    below ~600 Hz; bins from 55 Hz to 5 kHz go to their nearest equal-tempered pitch class.
+    """
+    centre = WIN // 2
+    pad_left = CHROMA_FFT // 2 - centre
+    pad_right = max(0, (frames - 1) * HOP + CHROMA_FFT - pad_left - wave.numel())
+    spec = torch.stft(
+        F.pad(wave.float()[None], (pad_left, pad_right))[0],
+        CHROMA_FFT,
+        HOP,
+        CHROMA_FFT,
+        torch.hann_window(CHROMA_FFT),
+        center=False,
+        return_complex=True,
+    )[:, :frames]
+    freqs = torch.arange(CHROMA_FFT // 2 + 1) * RATE / CHROMA_FFT
+    used = (freqs >= 55.0) & (freqs <= 5000.0)
+    pitch_class = torch.round(12 * torch.log2(freqs[used] / 440.0)).long() % 12
+    to_class = F.one_hot(pitch_class, 12).float()
+    energy = torch.log(spec.abs().square().T[:, used] @ to_class + 1e-6)
+    return energy - energy.max(1, keepdim=True).values
+
+
 def frame_features(wave: torch.Tensor, kind: str = "mfcc") -> torch.Tensor:
     """(frames, dims) spectral features, frame t covering the encoder frame t's samples."""
-    if kind not in ("mfcc", "logmel"):
-        raise ValueError(f"frame features {kind!r} are not known (choose: mfcc, logmel)")
+    if kind not in FEATURES:
+        raise ValueError(f"frame features {kind!r} are not known (choose: {', '.join(FEATURES)})")
     mels = 40 if kind == "mfcc" else 64  # music: finer bands, so that clusters keep pitch
     if wave.numel() < WIN:
-        return torch.zeros(0, 39 if kind == "mfcc" else mels)
+        return torch.zeros(0, {"mfcc": 39, "logmel": mels, "chroma": mels + 12}[kind])
     # stft centres the WIN-sample window in N_FFT; padding by the difference's half on both
     # sides puts frame t's window exactly on samples [HOP * t, HOP * t + WIN).
     pad = (N_FFT - WIN) // 2
@@ -102,6 +134,8 @@ def frame_features(wave: torch.Tensor, kind: str = "mfcc") -> torch.Tensor:
         # no deltas: on sustained notes they are mostly noise, and clusters of noise are
         # targets nothing can predict (a music encoder trained on them did not learn)
         return logmel
+    if kind == "chroma":
+        return torch.cat([logmel, chroma(wave, len(logmel))], dim=1)
     k = torch.arange(13, dtype=torch.float32)[:, None]
     m = torch.arange(mels, dtype=torch.float32)[None]
     dct = torch.cos(math.pi / mels * (m + 0.5) * k) * math.sqrt(2.0 / mels)
@@ -162,7 +196,10 @@ def load_corpus(
     feats = [frame_features(w, kind) for w in waves]
     allf = torch.cat(feats)
     mean, std = allf.mean(0), allf.std(0).clamp(min=1e-5)
-    feats = [(f - mean) / std for f in feats]
+    weight = torch.ones(allf.shape[1])
+    if kind == "chroma":  # once standardised, the 12 chroma columns weigh as much as 64 mels
+        weight[-12:] = math.sqrt((allf.shape[1] - 12) / 12)
+    feats = [(f - mean) / std * weight for f in feats]
     centroids = kmeans(torch.cat(feats), clusters, seed)
     targets = [torch.cdist(f, centroids).argmin(1) for f in feats]
     return Corpus(waves, targets, feats, sum(len(w) for w in waves) / RATE, digest.hexdigest())
@@ -438,7 +475,7 @@ def main() -> None:
     parser.add_argument("--corpus", help="folder of audio (default: the demo suite's corpus)")
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--steps", type=int, default=PretrainSettings.steps)
-    parser.add_argument("--features", choices=("mfcc", "logmel"))
+    parser.add_argument("--features", choices=tuple(FEATURES))
     parser.add_argument("--lr", type=float, default=PretrainSettings.lr)
     parser.add_argument("--precision", default=PretrainSettings.precision)
     parser.add_argument("--threads", type=int, default=0)
@@ -454,7 +491,7 @@ def main() -> None:
         from demo.suite import build_suite, default_root
 
         corpus = build_suite(default_root()) / "pretrain" / args.domain
-    features = args.features or ("mfcc" if args.domain == "speech" else "logmel")
+    features = args.features or ("mfcc" if args.domain == "speech" else "chroma")
     settings = PretrainSettings(
         args.domain,
         args.seed,

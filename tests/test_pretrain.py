@@ -23,7 +23,7 @@ TINY = dict(
 
 
 @pytest.mark.parametrize("samples", [400, 719, 720, 16000, 48000, 50017])
-@pytest.mark.parametrize("kind", ["mfcc", "logmel"])
+@pytest.mark.parametrize("kind", ["mfcc", "logmel", "chroma"])
 def test_targets_have_one_frame_per_encoder_frame(samples, kind):
     frames = frame_features(torch.randn(samples), kind)
     expected = int(conv_output_lengths(torch.tensor([samples]), demo_config())[-1][0])
@@ -42,6 +42,17 @@ def test_target_frame_sees_the_same_samples_as_the_encoder_frame(offset):
     changed = (frame_features(click) - frame_features(wave))[:, :13].abs().sum(1) > 1e-3
     frames = {t for t in range(len(changed)) if 320 * t <= 3200 + offset < 320 * t + 400}
     assert set(torch.nonzero(changed).flatten().tolist()) == frames
+
+
+@pytest.mark.parametrize("midi", [45, 48, 57, 61, 70, 83])
+def test_chroma_peaks_at_the_notes_pitch_class(midi):
+    """Harmonic tones from A2 (110 Hz) up: every frame's strongest class is the note's."""
+    t = torch.arange(16000) / 16000
+    f0 = 440.0 * 2 ** ((midi - 69) / 12)
+    wave = sum(torch.sin(2 * torch.pi * k * f0 * t) / k for k in range(1, 6))
+    chroma = frame_features(wave, "chroma")[:, -12:]
+    assert (chroma.argmax(1) == (midi - 69) % 12).all()
+    assert (chroma.max(1).values == 0).all()  # relative to the strongest class
 
 
 def test_kmeans_finds_separated_clusters():
