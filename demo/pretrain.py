@@ -83,29 +83,35 @@ def _deltas(x: torch.Tensor, width: int = 2) -> torch.Tensor:
     return num / (2 * sum(n * n for n in range(1, width + 1)))
 
 
+def _frame_power(wave: torch.Tensor, frames: int, n_fft: int, win: int) -> torch.Tensor:
+    """(frames, n_fft // 2 + 1) power spectra of ``win``-sample Hann windows, window t centred
+    on encoder frame t's samples [HOP * t, HOP * t + WIN)."""
+    left = n_fft // 2 - WIN // 2  # stft centres the window in its n_fft-sample segment
+    right = max(0, (frames - 1) * HOP + n_fft - left - wave.numel())
+    spec = torch.stft(
+        F.pad(wave.float()[None], (left, right))[0],
+        n_fft,
+        HOP,
+        win,
+        torch.hann_window(win),
+        center=False,
+        return_complex=True,
+    )
+    return spec[:, :frames].abs().square().T
+
+
 def chroma(wave: torch.Tensor, frames: int) -> torch.Tensor:
     """(frames, 12) log pitch-class energy relative to each frame's strongest class.
 
     A 128 ms window centred on each encoder frame resolves semitones that 64 mel bands blur
     below ~600 Hz; bins from 55 Hz to 5 kHz go to their nearest equal-tempered pitch class.
     """
-    centre = WIN // 2
-    pad_left = CHROMA_FFT // 2 - centre
-    pad_right = max(0, (frames - 1) * HOP + CHROMA_FFT - pad_left - wave.numel())
-    spec = torch.stft(
-        F.pad(wave.float()[None], (pad_left, pad_right))[0],
-        CHROMA_FFT,
-        HOP,
-        CHROMA_FFT,
-        torch.hann_window(CHROMA_FFT),
-        center=False,
-        return_complex=True,
-    )[:, :frames]
     freqs = torch.arange(CHROMA_FFT // 2 + 1) * RATE / CHROMA_FFT
     used = (freqs >= 55.0) & (freqs <= 5000.0)
     pitch_class = torch.round(12 * torch.log2(freqs[used] / 440.0)).long() % 12
     to_class = F.one_hot(pitch_class, 12).float()
-    energy = torch.log(spec.abs().square().T[:, used] @ to_class + 1e-6)
+    power = _frame_power(wave, frames, CHROMA_FFT, CHROMA_FFT)[:, used]
+    energy = torch.log(power @ to_class + 1e-6)
     return energy - energy.max(1, keepdim=True).values
 
 
@@ -116,26 +122,15 @@ def frame_features(wave: torch.Tensor, kind: str = "mfcc") -> torch.Tensor:
     mels = 40 if kind == "mfcc" else 64  # music: finer bands, so that clusters keep pitch
     if wave.numel() < WIN:
         return torch.zeros(0, {"mfcc": 39, "logmel": mels, "chroma": mels + 12}[kind])
-    # stft centres the WIN-sample window in N_FFT; padding by the difference's half on both
-    # sides puts frame t's window exactly on samples [HOP * t, HOP * t + WIN).
-    pad = (N_FFT - WIN) // 2
-    spec = torch.stft(
-        F.pad(wave.float()[None], (pad, pad))[0],
-        N_FFT,
-        HOP,
-        WIN,
-        torch.hann_window(WIN),
-        center=False,
-        return_complex=True,
-    )
-    power = spec.abs().square().T  # (frames, N_FFT // 2 + 1)
+    frames = (wave.numel() - WIN) // HOP + 1
+    power = _frame_power(wave, frames, N_FFT, WIN)
     logmel = torch.log(power @ mel_bank(N_FFT, mels, RATE) + 1e-6)
     if kind == "logmel":
         # no deltas: on sustained notes they are mostly noise, and clusters of noise are
         # targets nothing can predict (a music encoder trained on them did not learn)
         return logmel
     if kind == "chroma":
-        return torch.cat([logmel, chroma(wave, len(logmel))], dim=1)
+        return torch.cat([logmel, chroma(wave, frames)], dim=1)
     k = torch.arange(13, dtype=torch.float32)[:, None]
     m = torch.arange(mels, dtype=torch.float32)[None]
     dct = torch.cos(math.pi / mels * (m + 0.5) * k) * math.sqrt(2.0 / mels)
