@@ -30,7 +30,7 @@ from merging.load import check_mergeable, load_encoder
 from merging.match import Scope
 from merging.merge import export, merge
 from merging.runtime import keep_freed_memory
-from report.results import finished
+from report.results import checkpoint_stamp, finished
 from report.tracking import log_job
 
 log = logging.getLogger("run")
@@ -175,11 +175,13 @@ def main(cfg: DictConfig) -> None:
         config, config_error = OmegaConf.to_container(cfg, resolve=True), None
     except Exception as err:  # noqa: BLE001 - e.g. a missing pair.a: recorded as the job's error
         config, config_error = OmegaConf.to_container(cfg, resolve=False), err
-    if config_error is None and cfg.get("resume", True) and finished(out, config):
+    checkpoints = {} if config_error else checkpoint_stamp([cfg.pair.a, cfg.pair.b])
+    if config_error is None and cfg.get("resume", True) and finished(out, config, checkpoints):
         log.info("skipped %s: its results.json is ok for this config (resume=false reruns)", out)
         return
     record: dict = {
         "config": config,
+        "checkpoints": checkpoints,
         "experiment_id": cfg.get("experiment_id"),
         "parent": cfg.get("parent"),
         "status": "running",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,36 @@ def comparable(config: Mapping[str, Any]) -> Any:
     return json.loads(json.dumps(kept, default=str))
 
 
-def finished(out: str | Path, config: Mapping[str, Any]) -> bool:
-    """Whether ``out/results.json`` is a successful run of this same config."""
+def checkpoint_stamp(sources: Iterable[str]) -> dict[str, str]:
+    """A content digest of every local checkpoint directory among ``sources`` (hub ids are
+    left out): a checkpoint retrained in place leaves the config as it was, and a restarted
+    sweep must not keep the results of the old weights."""
+    stamp = {}
+    for source in sources:
+        root = Path(str(source))
+        if not source or not root.is_dir():
+            continue
+        digest = hashlib.blake2b(digest_size=16)
+        for f in sorted(p for p in root.rglob("*") if p.is_file()):
+            digest.update(f"{f.relative_to(root)}\0".encode())
+            with f.open("rb") as fh:
+                while chunk := fh.read(1 << 23):
+                    digest.update(chunk)
+        stamp[str(source)] = digest.hexdigest()
+    return stamp
+
+
+def finished(
+    out: str | Path, config: Mapping[str, Any], checkpoints: Mapping[str, str] | None = None
+) -> bool:
+    """Whether ``out/results.json`` is a successful run of this same config (and, given
+    ``checkpoint_stamp``'s answer, of the same checkpoint files)."""
     try:
         previous = json.loads((Path(out) / "results.json").read_text())
     except (OSError, ValueError):
         return False
     if not isinstance(previous, dict) or previous.get("status") != "ok":
+        return False
+    if checkpoints is not None and previous.get("checkpoints") != dict(checkpoints):
         return False
     return comparable(previous.get("config") or {}) == comparable(config)

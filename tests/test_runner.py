@@ -19,7 +19,7 @@ import run  # registers the ${repo:} resolver the demo pair uses
 from merging.combine import interpolate
 from merging.merge import export
 from report import table, tracking
-from report.results import finished
+from report.results import checkpoint_stamp, finished
 from tests.helpers import random_encoder, tiny_config
 from tests.test_audio import write_mixed_folder
 from tests.test_eval import make_two_class_folder
@@ -135,6 +135,28 @@ def test_resume_needs_an_ok_result_of_the_same_config(tmp_path):
     assert not finished(tmp_path, config)
     write("{not json")
     assert not finished(tmp_path, config)
+
+
+def test_resume_notices_a_checkpoint_retrained_in_place(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "sub").mkdir(parents=True)
+    (ckpt / "model.safetensors").write_bytes(b"weights v1")
+    (ckpt / "sub" / "config.json").write_text("{}")
+    stamp = checkpoint_stamp([str(ckpt), "facebook/hubert-base-ls960", None])
+    assert list(stamp) == [str(ckpt)]  # hub ids and unset paths are not stamped
+    assert checkpoint_stamp([str(ckpt)]) == stamp
+    config = {"pair": {"a": str(ckpt)}}
+    out = tmp_path / "job"
+    out.mkdir()
+    (out / "results.json").write_text(
+        json.dumps({"status": "ok", "config": config, "checkpoints": stamp})
+    )
+    assert finished(out, config, stamp)
+    (ckpt / "model.safetensors").write_bytes(b"weights v2")
+    assert not finished(out, config, checkpoint_stamp([str(ckpt)]))
+    (ckpt / "model.safetensors").write_bytes(b"weights v1")
+    (ckpt / "sub" / "config.json").rename(ckpt / "config.json")  # same bytes, another file
+    assert not finished(out, config, checkpoint_stamp([str(ckpt)]))
 
 
 def test_tracking_mode_and_failures_never_raise(monkeypatch, tmp_path, caplog):
