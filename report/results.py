@@ -28,11 +28,14 @@ def checkpoint_stamp(sources: Iterable[str]) -> dict[str, str]:
         if not source or not root.is_dir():
             continue
         digest = hashlib.blake2b(digest_size=16)
-        for f in sorted(p for p in root.rglob("*") if p.is_file()):
-            digest.update(f"{f.relative_to(root)}\0".encode())
-            with f.open("rb") as fh:
-                while chunk := fh.read(1 << 23):
-                    digest.update(chunk)
+        try:
+            for f in sorted(p for p in root.rglob("*") if p.is_file()):
+                digest.update(f"{f.relative_to(root)}\0".encode())
+                with f.open("rb") as fh:
+                    while chunk := fh.read(1 << 23):
+                        digest.update(chunk)
+        except OSError:  # unreadable: loading it reports the error, inside the job's record
+            continue
         stamp[str(source)] = digest.hexdigest()
     return stamp
 
