@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import hashlib
 import json
 import math
@@ -39,10 +40,12 @@ HOP = 320  # the conv stack's total stride: one encoder frame every 20 ms
 WIN = 400  # its receptive field; frame t sees samples [HOP * t, HOP * t + WIN)
 N_FFT = 512
 CHROMA_FFT = 2048  # 128 ms: 7.8 Hz bins, enough to tell semitones apart from ~130 Hz up
+SEMITONES = range(36, 120)  # C2..B8 in MIDI keys: 84 bands, 12 per octave, like MERT's CQT
 FEATURES = {
     "mfcc": "MFCC + delta + delta-delta (39-dim)",
     "logmel": "64-band log-mel",
     "chroma": "64-band log-mel + 12-bin log chroma (as in MERT's k-means teacher)",
+    "cqt": "84-band semitone spectrum (CQT-like, C2-B8)",
 }
 
 
@@ -115,14 +118,34 @@ def chroma(wave: torch.Tensor, frames: int) -> torch.Tensor:
     return energy - energy.max(1, keepdim=True).values
 
 
+def semitone_spectrum(wave: torch.Tensor, frames: int) -> torch.Tensor:
+    """(frames, 84) log energy in one-semitone triangular bands from C2 (65 Hz) up, 128 ms
+    windows centred on each encoder frame: a CQT-like spectrum that keeps octave and pitch."""
+    return torch.log(
+        _frame_power(wave, frames, 2 * CHROMA_FFT, CHROMA_FFT) @ _semitone_bank() + 1e-6
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _semitone_bank() -> torch.Tensor:
+    # zero-padded to 2 * CHROMA_FFT: 3.9 Hz bins, so even C2's band (+-1 semitone) holds one
+    freqs = torch.arange(CHROMA_FFT + 1) * RATE / (2 * CHROMA_FFT)
+    key = 69 + 12 * torch.log2(freqs.clamp(min=1e-3) / 440.0)
+    centres = torch.tensor(list(SEMITONES), dtype=torch.float32)
+    return (1 - (key[:, None] - centres[None]).abs()).clamp(min=0)
+
+
 def frame_features(wave: torch.Tensor, kind: str = "mfcc") -> torch.Tensor:
     """(frames, dims) spectral features, frame t covering the encoder frame t's samples."""
     if kind not in FEATURES:
         raise ValueError(f"frame features {kind!r} are not known (choose: {', '.join(FEATURES)})")
     mels = 40 if kind == "mfcc" else 64  # music: finer bands, so that clusters keep pitch
     if wave.numel() < WIN:
-        return torch.zeros(0, {"mfcc": 39, "logmel": mels, "chroma": mels + 12}[kind])
+        dims = {"mfcc": 39, "logmel": mels, "chroma": mels + 12, "cqt": len(SEMITONES)}
+        return torch.zeros(0, dims[kind])
     frames = (wave.numel() - WIN) // HOP + 1
+    if kind == "cqt":
+        return semitone_spectrum(wave, frames)
     power = _frame_power(wave, frames, N_FFT, WIN)
     logmel = torch.log(power @ mel_bank(N_FFT, mels, RATE) + 1e-6)
     if kind == "logmel":
@@ -168,13 +191,24 @@ class Corpus:
 
     waves: list[torch.Tensor]
     targets: list[torch.Tensor]
-    features: list[torch.Tensor]
+    spectra: list[torch.Tensor]  # standardised semitone spectra (regression targets) or empty
     seconds: float
     fingerprint: str  # of the audio read, so a model card says exactly what it was trained on
 
 
+def _standardise(feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    allf = torch.cat(feats)
+    mean, std = allf.mean(0), allf.std(0).clamp(min=1e-5)
+    return [(f - mean) / std for f in feats]
+
+
 def load_corpus(
-    directory: str | Path, kind: str, clusters: int, seed: int, progress: bool = True
+    directory: str | Path,
+    kind: str,
+    clusters: int,
+    seed: int,
+    progress: bool = True,
+    spectra: bool = False,
 ) -> Corpus:
     from tqdm.auto import tqdm
 
@@ -188,16 +222,19 @@ def load_corpus(
         if wave is not None and len(wave) >= WIN:
             waves.append(torch.from_numpy(wave))
             digest.update(wave.tobytes())
-    feats = [frame_features(w, kind) for w in waves]
-    allf = torch.cat(feats)
-    mean, std = allf.mean(0), allf.std(0).clamp(min=1e-5)
-    weight = torch.ones(allf.shape[1])
+    feats = _standardise([frame_features(w, kind) for w in waves])
     if kind == "chroma":  # once standardised, the 12 chroma columns weigh as much as 64 mels
-        weight[-12:] = math.sqrt((allf.shape[1] - 12) / 12)
-    feats = [(f - mean) / std * weight for f in feats]
+        weight = torch.ones(feats[0].shape[1])
+        weight[-12:] = math.sqrt((len(weight) - 12) / 12)
+        feats = [f * weight for f in feats]
     centroids = kmeans(torch.cat(feats), clusters, seed)
     targets = [torch.cdist(f, centroids).argmin(1) for f in feats]
-    return Corpus(waves, targets, feats, sum(len(w) for w in waves) / RATE, digest.hexdigest())
+    spec = (
+        _standardise([semitone_spectrum(w, len(t)) for w, t in zip(waves, targets, strict=True)])
+        if spectra
+        else []
+    )
+    return Corpus(waves, targets, spec, sum(len(w) for w in waves) / RATE, digest.hexdigest())
 
 
 class Crops(Dataset):
@@ -227,7 +264,8 @@ class Crops(Dataset):
         i, f = self.items[j]
         wave = self.corpus.waves[i][f * HOP : f * HOP + self.samples]
         frames = slice(f, f + self.frames)
-        return wave, self.corpus.targets[i][frames], self.corpus.features[i][frames]
+        spectra = self.corpus.spectra[i][frames] if self.corpus.spectra else torch.zeros(0)
+        return wave, self.corpus.targets[i][frames], spectra
 
 
 class MaskedPrediction(L.LightningModule):
@@ -243,15 +281,16 @@ class MaskedPrediction(L.LightningModule):
         unmasked_weight: float = 1.0,
         report_every: int = 0,
         reconstruct: float = 0.0,
-        feature_dims: int = 0,
     ):
         super().__init__()
         self.encoder = HubertModel(config)
         self.head = nn.Linear(config.hidden_size, clusters)
-        # MERT-style auxiliary loss: regress the masked frames' spectra, so that what the
-        # clusters blur (pitch, fine spectral shape) has to survive in the encoder
+        # MERT-style auxiliary loss: regress the frames' semitone spectra, so that what the
+        # clusters blur (pitch, octave, fine spectral shape) has to survive in the encoder.
+        # Unmasked frames count too: a probe never masks, and a head trained on masked frames
+        # alone leaves the unmasked frames' pitch unconstrained.
         self.reconstruct = reconstruct
-        self.spectrum = nn.Linear(config.hidden_size, feature_dims) if reconstruct else None
+        self.spectrum = nn.Linear(config.hidden_size, len(SEMITONES)) if reconstruct else None
         self.lr, self.steps, self.warmup = lr, steps, warmup
         self.mask_prob, self.mask_length = mask_prob, mask_length
         self.unmasked_weight = unmasked_weight
@@ -259,7 +298,7 @@ class MaskedPrediction(L.LightningModule):
         self.history: list[dict[str, float]] = []
 
     def training_step(self, batch: tuple[torch.Tensor, ...], _idx: int) -> torch.Tensor:
-        wave, target, features = batch
+        wave, target, spectra = batch
         mask = torch.from_numpy(
             _compute_mask_indices(
                 tuple(target.shape), self.mask_prob, self.mask_length, min_masks=2
@@ -272,7 +311,8 @@ class MaskedPrediction(L.LightningModule):
         loss = masked + self.unmasked_weight * unmasked
         recon = torch.zeros(())
         if self.spectrum is not None:
-            recon = F.mse_loss(self.spectrum(hidden[mask]).float(), features[mask])
+            error = (self.spectrum(hidden).float() - spectra).square().mean(-1)
+            recon = error[mask].mean() + self.unmasked_weight * error[~mask].mean()
             loss = loss + self.reconstruct * recon
         accuracy = (logits[mask].argmax(-1) == target[mask]).float().mean()
         self.history.append(
@@ -322,7 +362,7 @@ class PretrainSettings:
     lr: float = 1e-3
     precision: str = "32-true"
     threads: int = 0  # 0: torch's default
-    reconstruct: float = 0.0  # weight of the masked-spectrum regression loss (0: none)
+    reconstruct: float = 0.0  # weight of the semitone-spectrum regression loss (0: none)
     architecture: dict = field(default_factory=dict)  # overrides of demo_config (tests: tiny)
 
 
@@ -334,7 +374,9 @@ def pretrain(
         torch.set_num_threads(s.threads)
     L.seed_everything(s.seed, workers=True, verbose=False)
     t0 = time.perf_counter()
-    corpus = load_corpus(corpus_dir, s.features, s.clusters, s.seed, progress)
+    corpus = load_corpus(
+        corpus_dir, s.features, s.clusters, s.seed, progress, spectra=s.reconstruct > 0
+    )
     prep = time.perf_counter() - t0
     frames = int((s.crop_seconds * RATE - WIN) // HOP) + 1
     data = Crops(corpus, frames, s.steps * s.batch_size, s.seed)
@@ -347,7 +389,6 @@ def pretrain(
         s.steps,
         report_every=100 if progress else 0,
         reconstruct=s.reconstruct,
-        feature_dims=corpus.features[0].shape[1],
     )
     trainer = L.Trainer(
         max_steps=s.steps,
@@ -430,8 +471,9 @@ def write_card(summary: dict, out: Path) -> None:
     s = summary["settings"]
     c = summary["corpus"]
     recon = (
-        f"; plus {s['reconstruct']:g} x the mean squared error of the masked frames' standardised"
-        " features regressed from the last layer (MERT's spectral reconstruction loss)"
+        f"; plus {s['reconstruct']:g} x the mean squared error of every frame's standardised"
+        f" {len(SEMITONES)}-band semitone spectrum regressed from the last layer (MERT's CQT"
+        " reconstruction loss)"
         if s.get("reconstruct")
         else ""
     )
@@ -478,7 +520,12 @@ def main() -> None:
         "--reconstruct",
         type=float,
         default=0.0,
-        help="weight of a loss regressing the masked frames' spectra (MERT's musical loss)",
+        help="weight of a loss regressing every frame's semitone spectrum (MERT's CQT loss)",
+    )
+    parser.add_argument(
+        "--conv-norm",
+        choices=("group", "layer"),
+        help="normalisation of the conv stack (default: demo_config's); both encoders must match",
     )
     args = parser.parse_args()
     corpus = args.corpus
@@ -496,6 +543,7 @@ def main() -> None:
         precision=args.precision,
         threads=args.threads,
         reconstruct=args.reconstruct,
+        architecture={"feat_extract_norm": args.conv_norm} if args.conv_norm else {},
     )
     summary = pretrain(corpus, args.out, settings)
     print(json.dumps({k: summary[k] for k in ("steps", "final_loss", "train_seconds")}, indent=2))

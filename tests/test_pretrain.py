@@ -7,7 +7,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from demo.pretrain import PretrainSettings, demo_config, frame_features, kmeans, pretrain
+from demo.pretrain import (
+    SEMITONES,
+    PretrainSettings,
+    demo_config,
+    frame_features,
+    kmeans,
+    pretrain,
+    semitone_spectrum,
+)
 from merging.forward import conv_output_lengths
 from merging.load import load_encoder
 
@@ -23,7 +31,7 @@ TINY = dict(
 
 
 @pytest.mark.parametrize("samples", [400, 719, 720, 16000, 48000, 50017])
-@pytest.mark.parametrize("kind", ["mfcc", "logmel", "chroma"])
+@pytest.mark.parametrize("kind", ["mfcc", "logmel", "chroma", "cqt"])
 def test_targets_have_one_frame_per_encoder_frame(samples, kind):
     frames = frame_features(torch.randn(samples), kind)
     expected = int(conv_output_lengths(torch.tensor([samples]), demo_config())[-1][0])
@@ -53,6 +61,18 @@ def test_chroma_peaks_at_the_notes_pitch_class(midi):
     chroma = frame_features(wave, "chroma")[:, -12:]
     assert (chroma.argmax(1) == (midi - 69) % 12).all()
     assert (chroma.max(1).values == 0).all()  # relative to the strongest class
+
+
+@pytest.mark.parametrize("midi", [36, 45, 57, 61, 70, 83, 100])
+def test_semitone_spectrum_peaks_at_the_notes_key(midi):
+    """Harmonic tones from C2 (65 Hz) up: octave and pitch, not only the pitch class."""
+    t = torch.arange(16000) / 16000
+    f0 = 440.0 * 2 ** ((midi - 69) / 12)
+    wave = sum(torch.sin(2 * torch.pi * k * f0 * t) / k for k in range(1, 6))
+    frames = len(frame_features(wave, "logmel"))
+    spectrum = semitone_spectrum(wave, frames)
+    assert spectrum.shape == (frames, len(SEMITONES)) and torch.isfinite(spectrum).all()
+    assert (spectrum[5:-5].argmax(1) == midi - SEMITONES[0]).all()
 
 
 def test_kmeans_finds_separated_clusters():
@@ -118,7 +138,7 @@ def test_spectral_reconstruction_loss_is_learned_and_carded(corpus, tmp_path):
     recon = [row["reconstruction_loss"] for row in summary_rows(tmp_path / "enc")]
     assert recon[0] > 0.5  # standardised targets: an untrained regression is off by ~1
     assert np.mean(recon[-10:]) < 0.9 * np.mean(recon[:10])  # the regression head trains
-    assert "spectral reconstruction" in (tmp_path / "enc" / "README.md").read_text()
+    assert "CQT reconstruction" in (tmp_path / "enc" / "README.md").read_text()
     assert load_encoder(tmp_path / "enc").config.hidden_size == 32  # the head is not exported
 
 
