@@ -89,6 +89,7 @@ def fit_quietly(
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*LeafSpec.*")  # lightning's, under torch >= 2.10
         fitter.fit(model, loader)
 
 
