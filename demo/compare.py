@@ -85,8 +85,11 @@ def main() -> None:
     parser.add_argument("--cache", default=str(ROOT / ".cache"))
     parser.add_argument("--out", help="also write the Markdown table and a JSON file here")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--probe-hidden", type=int, help="hidden units of the probe (default: 0)")
     args = parser.parse_args()
     cfg = OmegaConf.load(ROOT / "conf" / "eval" / "demo.yaml")
+    if args.probe_hidden is not None:  # 512: MARBLE's MLP probe instead of s3prl's linear one
+        cfg.probe.hidden = args.probe_hidden
     results = compare(args.speech, args.music, cfg, args.cache, not args.no_progress)
     table = markdown(results)
     print(table)
