@@ -21,20 +21,11 @@ from merging.load import Encoder, load_encoder
 
 
 @dataclass
-class ConvStackUpstream:
+class ConvStackUpstream(EncoderUpstream):
     """The conv stack's layers as an upstream: per layer, one 'frame' holding each channel's
     time mean and mean square over the clip (the energy a filterbank would pool)."""
 
-    encoder: Encoder
     name: str = "conv stack"
-
-    @property
-    def sample_rate(self) -> int:
-        return self.encoder.sample_rate
-
-    @property
-    def min_samples(self) -> int:
-        return EncoderUpstream(self.encoder).min_samples
 
     def fingerprint(self) -> str:
         return "conv-stack-" + fingerprint_model(self.encoder.model)
