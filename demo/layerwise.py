@@ -17,6 +17,7 @@ from demo.compare import ROOT, random_init
 from eval.evaluate import build_suite
 from eval.features import EncoderUpstream, fingerprint_model, pooled_features
 from eval.probe import fit_kfold, fit_probe
+from merging.forward import prepare_input
 from merging.load import Encoder, load_encoder
 
 
@@ -36,9 +37,7 @@ class ConvStackUpstream(EncoderUpstream):
         convs = self.encoder.model.feature_extractor.conv_layers
         per_clip = []
         for w, n in zip(wave, lengths, strict=True):
-            x = w[None, None, : int(n)]
-            if self.encoder.normalize:
-                x = (x - x.mean()) / (x.std() + 1e-7)
+            x = prepare_input(self.encoder, w[None, : int(n)], n[None])[:, None]
             stats = []
             for conv in convs:
                 x = conv(x)

@@ -49,7 +49,7 @@ def min_samples(config: HubertConfig) -> int:
     return n
 
 
-def _prepare(encoder: Encoder, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def prepare_input(encoder: Encoder, batch: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     mask = frame_mask(lengths, batch.shape[1]).to(batch.dtype)
     if encoder.normalize:  # Wav2Vec2FeatureExtractor's per-utterance zero-mean unit-variance
         n = lengths.clamp(min=1).to(batch.dtype)[:, None]
@@ -92,7 +92,7 @@ def encode(
 ):
     """Run the encoder on a right-padded batch; valid frames match unpadded passes."""
     device = next(encoder.model.parameters()).device
-    inputs = _prepare(encoder, batch, lengths).to(device)
+    inputs = prepare_input(encoder, batch, lengths).to(device)
     padded = bool((lengths < batch.shape[1]).any())
     attention_mask = frame_mask(lengths, batch.shape[1]).long().to(device) if padded else None
     first = conv_output_lengths(lengths, encoder.config)[0] if padded else None

@@ -1,5 +1,8 @@
 """Layer-wise probing: the conv stack seen as an upstream must pool each clip on its own."""
 
+import dataclasses
+
+import pytest
 import torch
 
 from demo.layerwise import ConvStackUpstream
@@ -7,8 +10,9 @@ from merging.forward import pad_batch
 from tests.helpers import random_encoder, tiny_config
 
 
-def test_conv_stack_statistics_ignore_padding_and_follow_the_stack():
-    enc = random_encoder(tiny_config(), seed=0)
+@pytest.mark.parametrize("normalize", [False, True])
+def test_conv_stack_statistics_ignore_padding_and_follow_the_stack(normalize):
+    enc = dataclasses.replace(random_encoder(tiny_config(), seed=0), normalize=normalize)
     gen = torch.Generator().manual_seed(0)
     waves = [torch.randn(n, generator=gen) for n in (4000, 2500, 1200)]
     up = ConvStackUpstream(enc)
@@ -20,5 +24,6 @@ def test_conv_stack_statistics_ignore_padding_and_follow_the_stack():
         alone, _ = up.layers(w[None], torch.tensor([w.numel()]))
         for x, y in zip(layers, alone, strict=True):
             torch.testing.assert_close(x[i], y[0])
-        out = enc.model.feature_extractor(w[None])[0]  # (channels, frames): the last layer
+        x = (w - w.mean()) / torch.sqrt(w.var(unbiased=False) + 1e-7) if normalize else w
+        out = enc.model.feature_extractor(x[None])[0]  # (channels, frames): the last layer
         torch.testing.assert_close(alone[-1][0, 0], torch.cat([out.mean(1), out.square().mean(1)]))
