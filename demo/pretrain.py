@@ -303,7 +303,7 @@ class MaskedPrediction(L.LightningModule):
             _compute_mask_indices(
                 tuple(target.shape), self.mask_prob, self.mask_length, min_masks=2
             )
-        )
+        ).to(target.device)
         hidden = self.encoder(wave, mask_time_indices=mask).last_hidden_state
         logits = self.head(hidden).float()
         masked = F.cross_entropy(logits[mask], target[mask])
@@ -361,6 +361,7 @@ class PretrainSettings:
     crop_seconds: float = 3.0
     lr: float = 1e-3
     precision: str = "32-true"
+    accelerator: str = "cpu"  # the committed checkpoints are CPU runs
     threads: int = 0  # 0: torch's default
     reconstruct: float = 0.0  # weight of the semitone-spectrum regression loss (0: none)
     architecture: dict = field(default_factory=dict)  # overrides of demo_config (tests: tiny)
@@ -392,7 +393,8 @@ def pretrain(
     )
     trainer = L.Trainer(
         max_steps=s.steps,
-        accelerator="cpu",
+        accelerator=s.accelerator,
+        devices=1,
         precision=s.precision,
         gradient_clip_val=1.0,
         logger=False,
@@ -470,6 +472,11 @@ def write_history(history: list[dict[str, float]], out: Path) -> None:
 def write_card(summary: dict, out: Path) -> None:
     s = summary["settings"]
     c = summary["corpus"]
+    hardware = (
+        f"{summary['threads']} CPU thread(s)"
+        if s.get("accelerator", "cpu") == "cpu"
+        else s["accelerator"]
+    )
     recon = (
         f"; plus {s['reconstruct']:g} x the mean squared error of every frame's standardised"
         f" {len(SEMITONES)}-band semitone spectrum regressed from the last layer (MERT's CQT"
@@ -492,7 +499,7 @@ the other half has the same architecture, another seed and the other domain.
   {summary["masked_share"]:.0%} of frames masked in spans of 10{recon}.
 - Training: seed {s["seed"]}, {summary["steps"]} steps of {s["batch_size"]} x
   {s["crop_seconds"]:g} s crops, AdamW lr {s["lr"]:g} with warm-up and cosine decay,
-  {s["precision"]}, {summary["threads"]} CPU thread(s), {summary["train_seconds"] / 60:.1f} min.
+  {s["precision"]}, {hardware}, {summary["train_seconds"] / 60:.1f} min.
 - Final loss {summary["final_loss"]:.3f}, masked-frame accuracy
   {summary["final_masked_accuracy"]:.1%} (chance {1 / s["clusters"]:.0%}), averaged over the
   last 50 steps.
@@ -516,6 +523,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=PretrainSettings.lr)
     parser.add_argument("--precision", default=PretrainSettings.precision)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--accelerator",
+        default=PretrainSettings.accelerator,
+        help="Lightning's accelerator (cpu, gpu, ...): more steps in the same time on a GPU",
+    )
     parser.add_argument(
         "--reconstruct",
         type=float,
@@ -542,6 +554,7 @@ def main() -> None:
         lr=args.lr,
         precision=args.precision,
         threads=args.threads,
+        accelerator=args.accelerator,
         reconstruct=args.reconstruct,
         architecture={"feat_extract_norm": args.conv_norm} if args.conv_norm else {},
     )

@@ -15,6 +15,7 @@ from demo.pretrain import (
     kmeans,
     pretrain,
     semitone_spectrum,
+    write_card,
 )
 from merging.forward import conv_output_lengths
 from merging.load import load_encoder
@@ -119,6 +120,11 @@ def test_short_pretraining_learns_and_exports_a_loadable_checkpoint(corpus, tmp_
     assert (tmp_path / "enc" / "loss.png").stat().st_size > 1000
     assert json.loads((tmp_path / "enc" / "training.json").read_text())["steps"] == 40
     assert summary["final_loss"] == pytest.approx(np.mean(losses[-50:]))
+    assert "CPU thread(s)" in card
+    summary["settings"]["accelerator"] = "gpu"  # a card says where the steps ran
+    write_card(summary, tmp_path / "enc")
+    card = (tmp_path / "enc" / "README.md").read_text()
+    assert "gpu" in card and "CPU thread" not in card
 
 
 def test_spectral_reconstruction_loss_is_learned_and_carded(corpus, tmp_path):
