@@ -1,5 +1,6 @@
-"""Is the demo pair a faithful miniature? Probe both encoders, the FBANK floor, a random-init
-encoder of the same architecture and the unaligned 50/50 average on the demo suite.
+"""Is the demo pair a faithful miniature? Probe both encoders, the FBANK floor (s3prl's), a
+random-init encoder of the same architecture and the unaligned 50/50 average on the demo suite,
+and, for reference, plain time-averaged log-mel, which s3prl's CMVN takes away.
 
 Each encoder should win in its own domain, beat FBANK and random init there, and the unaligned
 average should be clearly worse than either parent (the paper's ID 3): only then is merging the
@@ -50,6 +51,7 @@ def compare(
         "unaligned average (ID 3)": EncoderUpstream(average(a, b), "average"),
         "random init": EncoderUpstream(random_init(a, 0), "random init"),
         "FBANK": FbankUpstream(a.sample_rate),
+        "log-mel, no CMVN": FbankUpstream(a.sample_rate, delta_order=0, cmvn=False),
     }
     suite = build_suite(cfg)
     return {

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import HubertConfig, HubertModel
 from transformers.models.hubert.modeling_hubert import _compute_mask_indices
 
-from eval.features import mel_bank
+from eval.features import deltas, mel_bank
 from merging.audio import list_audio, read_audio
 from merging.load import Encoder
 from merging.merge import export
@@ -73,17 +73,6 @@ def demo_config(**overrides) -> HubertConfig:
     )
     kwargs.update(overrides)
     return HubertConfig(**kwargs)
-
-
-def _deltas(x: torch.Tensor, width: int = 2) -> torch.Tensor:
-    """Regression deltas over +-width frames with repeated edges (the HTK definition)."""
-    t = len(x)
-    padded = torch.cat([x[:1].expand(width, -1), x, x[-1:].expand(width, -1)])
-    num = sum(
-        n * (padded[width + n : width + n + t] - padded[width - n : width - n + t])
-        for n in range(1, width + 1)
-    )
-    return num / (2 * sum(n * n for n in range(1, width + 1)))
 
 
 def _frame_power(wave: torch.Tensor, frames: int, n_fft: int, win: int) -> torch.Tensor:
@@ -158,8 +147,8 @@ def frame_features(wave: torch.Tensor, kind: str = "mfcc") -> torch.Tensor:
     m = torch.arange(mels, dtype=torch.float32)[None]
     dct = torch.cos(math.pi / mels * (m + 0.5) * k) * math.sqrt(2.0 / mels)
     base = logmel @ dct.T
-    d1 = _deltas(base)
-    return torch.cat([base, d1, _deltas(d1)], dim=1)
+    d1 = deltas(base)
+    return torch.cat([base, d1, deltas(d1)], dim=1)
 
 
 def kmeans(

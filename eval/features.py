@@ -84,28 +84,52 @@ def mel_bank(n_fft: int, bins: int, rate: int) -> torch.Tensor:
 
 @dataclass
 class FbankUpstream:
-    """80 log-mel bins, 25 ms windows every 10 ms: the SUPERB floor, in torch only."""
+    """s3prl's FBANK baseline: 80 log-mel bins (25 ms windows every 10 ms), deltas and
+    delta-deltas, each clip normalised to zero mean and unit variance (CMVN). Time-pooled,
+    CMVN leaves nothing to classify, which is why SUPERB's FBANK floor is at chance on KS, IC,
+    SID and ER. ``delta_order=0, cmvn=False`` is plain log-mel, whose time mean is a strong
+    spectral feature (a reference, not the floor)."""
 
     sample_rate: int = 16000
     bins: int = 80
+    delta_order: int = 2
+    cmvn: bool = True
     name: str = "fbank"
     min_samples: int = 400
 
     def fingerprint(self) -> str:
-        return f"fbank-{self.sample_rate}-{self.bins}"
+        norm = "cmvn" if self.cmvn else "raw"
+        return f"fbank-{self.sample_rate}-{self.bins}-d{self.delta_order}-{norm}"
 
     def layers(self, wave, lengths):
         n_fft, hop = int(0.025 * self.sample_rate), int(0.010 * self.sample_rate)
-        spec = (
-            torch.stft(
-                wave, n_fft, hop, window=torch.hann_window(n_fft), center=True, return_complex=True
-            )
-            .abs()
-            .square()
-        )
         mel = mel_bank(n_fft, self.bins, self.sample_rate)
-        logmel = torch.log(torch.einsum("bft,fm->btm", spec, mel) + 1e-6)
-        return [logmel], lengths // hop + 1
+        frames = lengths // hop + 1
+        out = torch.zeros(len(wave), int(frames.max()), self.bins * (1 + self.delta_order))
+        for i, n in enumerate(lengths.tolist()):  # one clip at a time: padding enters nothing
+            spec = torch.stft(
+                wave[i, :n], n_fft, hop, window=torch.hann_window(n_fft), return_complex=True
+            )
+            feats = [torch.log(spec.abs().square().T @ mel + 1e-6)]
+            for _ in range(self.delta_order):
+                feats.append(deltas(feats[-1]))
+            x = torch.cat(feats, dim=1)
+            if self.cmvn:
+                x = (x - x.mean(0)) / (x.std(0) + 1e-10)
+            out[i, : len(x)] = x
+        return [out], frames
+
+
+def deltas(x: torch.Tensor, width: int = 2) -> torch.Tensor:
+    """Regression deltas of (frames, dims) over +-width frames with repeated edges (HTK's and
+    Kaldi's definition; width 2 is s3prl's window of 5)."""
+    t = len(x)
+    padded = torch.cat([x[:1].expand(width, -1), x, x[-1:].expand(width, -1)])
+    num = sum(
+        n * (padded[width + n : width + n + t] - padded[width - n : width - n + t])
+        for n in range(1, width + 1)
+    )
+    return num / (2 * sum(n * n for n in range(1, width + 1)))
 
 
 @dataclass

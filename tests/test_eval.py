@@ -3,16 +3,18 @@ import random
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from eval.data import Example, csv_manifest, hash_split, labelled_folder
 from eval.evaluate import scores
-from eval.features import EncoderUpstream, FbankUpstream, pooled_features
+from eval.features import EncoderUpstream, FbankUpstream, deltas, pooled_features
 from eval.probe import clip_key, fit_kfold, fit_probe
 from eval.tasks import Task
 from merging.audio import AudioError
 from tests.helpers import random_encoder, tiny_config
 
 RATE = 16000
+LOGMEL = FbankUpstream(RATE, delta_order=0, cmvn=False)  # a pooled spectrum that separates
 
 
 def make_two_class_folder(root, per_class=60, seed=0):
@@ -65,7 +67,7 @@ def test_folder_and_manifest_adapters(tmp_path, two_class):
 
 def test_probe_separates_clear_classes_and_not_shuffled_labels(tmp_path, two_class):
     rows = labelled_folder(two_class)
-    feats = pooled_features(FbankUpstream(RATE), rows, tmp_path, progress=False)
+    feats = pooled_features(LOGMEL, rows, tmp_path, progress=False)
     assert feats.skipped == [str(two_class / "hum" / "corrupt.wav")]
     result = fit_probe(feats)
     assert result.test_accuracy > 0.95
@@ -82,6 +84,33 @@ def test_probe_separates_clear_classes_and_not_shuffled_labels(tmp_path, two_cla
         False,
     )
     assert fit_probe(shuffled).test_accuracy < 0.75
+
+
+def test_s3prl_fbank_is_normalised_per_clip_and_pools_to_nothing(tmp_path, two_class):
+    rows = labelled_folder(two_class)[:10]
+    fbank = FbankUpstream(RATE)
+    wave = torch.randn(3, 8000) * torch.tensor([[0.1], [1.0], [3.0]])
+    lengths = torch.tensor([8000, 5000, 2400])
+    (frames,), counts = fbank.layers(wave, lengths)
+    assert frames.shape[-1] == 240  # 80 bins, deltas, delta-deltas
+    for i, n in enumerate(counts.tolist()):
+        clip = frames[i, :n]
+        assert clip.mean(0).abs().max() < 1e-4 and (clip.std(0) - 1).abs().max() < 1e-3
+        assert (frames[i, n:] == 0).all()
+        alone = fbank.layers(wave[i : i + 1, : lengths[i]], lengths[i : i + 1])[0][0][0]
+        assert torch.allclose(alone, clip, atol=1e-4)  # padding enters neither deltas nor CMVN
+    pooled = pooled_features(fbank, rows, tmp_path, progress=False).features
+    assert pooled.abs().max() < 1e-4  # SUPERB's floor: nothing left once time-pooled
+    plain = pooled_features(LOGMEL, rows, tmp_path, progress=False).features
+    assert plain.shape[-1] == 80 and plain.std(0).min() > 0.01
+
+
+def test_deltas_are_the_slope_of_a_ramp_and_zero_on_a_constant():
+    ramp = torch.arange(10.0)[:, None] * torch.tensor([[2.0, -0.5]])
+    d = deltas(ramp)
+    assert torch.allclose(d[2:-2], torch.tensor([[2.0, -0.5]]).expand(6, 2))
+    assert d[0, 0] < 2.0  # repeated edges flatten the ends
+    assert (deltas(torch.ones(5, 3)) == 0).all()
 
 
 def test_features_are_extracted_once_per_encoder_and_dataset(tmp_path, two_class):
@@ -110,12 +139,12 @@ def test_kfold_probe_holds_out_each_fold(tmp_path, two_class):
 
     rows = labelled_folder(two_class)
     folded = [Example(r.path, r.label, f"fold{1 + i % 3}") for i, r in enumerate(rows)]
-    feats = pooled_features(FbankUpstream(RATE), folded, tmp_path, progress=False)
+    feats = pooled_features(LOGMEL, folded, tmp_path, progress=False)
     result = fit_kfold(feats, epochs=20)
     assert set(result["folds"]) == {"fold1", "fold2", "fold3"}
     assert result["mean"] > 0.9 and result["std"] < 0.1
     with pytest.raises(ValueError, match="fold<k>"):
-        fit_kfold(pooled_features(FbankUpstream(RATE), rows, tmp_path, progress=False))
+        fit_kfold(pooled_features(LOGMEL, rows, tmp_path, progress=False))
 
 
 def write_esc50(root, per_fold=4, seed=0):
