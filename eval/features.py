@@ -103,13 +103,11 @@ class FbankUpstream:
 
     def layers(self, wave, lengths):
         n_fft, hop = int(0.025 * self.sample_rate), int(0.010 * self.sample_rate)
-        mel = mel_bank(n_fft, self.bins, self.sample_rate)
+        mel, window = mel_bank(n_fft, self.bins, self.sample_rate), torch.hann_window(n_fft)
         frames = lengths // hop + 1
         out = torch.zeros(len(wave), int(frames.max()), self.bins * (1 + self.delta_order))
         for i, n in enumerate(lengths.tolist()):  # one clip at a time: padding enters nothing
-            spec = torch.stft(
-                wave[i, :n], n_fft, hop, window=torch.hann_window(n_fft), return_complex=True
-            )
+            spec = torch.stft(wave[i, :n], n_fft, hop, window=window, return_complex=True)
             feats = [torch.log(spec.abs().square().T @ mel + 1e-6)]
             for _ in range(self.delta_order):
                 feats.append(deltas(feats[-1]))
