@@ -221,6 +221,9 @@ class CTCResult:
     lr: float
     layer_weights: list[float]
     examples: list[tuple[str, str]]  # a few (reference, hypothesis) pairs from the test split
+    test_paths: list[str]  # every test utterance, in the order of the two lists below
+    test_errors: list[int]  # word edits of each test utterance's greedy transcript
+    test_words: list[int]  # words in each test utterance's reference
 
 
 def _layer_moments(clips: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,10 +279,17 @@ def fit_ctc(
     assert best is not None
     valid, lr, model = best
     hyps = _transcribe(model, clips["test"], vocab)
+    edits = [
+        word_errors(normalise_text(r), normalise_text(h))
+        for r, h in zip(texts["test"], hyps, strict=True)
+    ]
     return CTCResult(
         wer(texts["test"], hyps),
         valid,
         lr,
         model.layer_weights().tolist(),
         list(zip(texts["test"][:5], hyps[:5], strict=True)),
+        [feats.examples[i].path for i in split["test"]],
+        [e for e, _ in edits],
+        [n for _, n in edits],
     )

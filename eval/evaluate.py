@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import statistics
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,16 +19,24 @@ from omegaconf import DictConfig, OmegaConf
 from eval.ctc import fit_ctc, frame_features, train_subset
 from eval.data import Example, csv_manifest, labelled_folder
 from eval.datasets import speech_commands
-from eval.features import EncoderUpstream, FbankUpstream, Upstream, dataset_key, pooled_features
+from eval.features import (
+    EncoderUpstream,
+    FbankUpstream,
+    LayerFusion,
+    Upstream,
+    dataset_key,
+    pooled_features,
+)
 from eval.probe import fit_kfold, fit_probe
 from eval.s3prl import run_commands, s3prl_commands, task_metrics, write_script
-from eval.scores import PAPER_FBANK, domain_score
-from eval.tasks import PAPER_TASKS, Task
+from eval.scores import PAPER_FBANK, suite_scores, usable_floors
+from eval.stats import LEVEL, RESAMPLES, SEED, intervals, majority, point, score_rows
+from eval.tasks import KINDS, PAPER_TASKS, Task
 from merging.files import write_atomically
 from merging.load import Encoder
 
 DOMAINS = ("speech", "music")
-PROBES_VERSION = 2  # bump when probing changes what a cached result would be
+PROBES_VERSION = 3  # bump when probing changes what a cached result would be
 
 
 def build_suite(cfg: DictConfig) -> list[tuple[Task, list[Example]]]:
@@ -86,6 +96,22 @@ def demo_suite(cfg: DictConfig) -> list[tuple[Task, list[Example]]]:
     return suite
 
 
+def clip_ids(rows: list[Example]) -> dict[str, str]:
+    """Each clip's id in results: its path below the folder all of the task's clips share."""
+    paths = [e.path for e in rows]
+    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    if root in paths:  # one file, or every row the same file
+        root = os.path.dirname(root)
+    return {p: os.path.relpath(p, root) for p in paths}
+
+
+def seeds_of(probe: Mapping[str, Any]) -> list[int]:
+    seeds = list(probe.get("seeds") or [0])
+    if not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"eval.probe.seeds must be a list of integers, got {seeds}")
+    return seeds
+
+
 def probe_task(
     upstream: Upstream,
     task: Task,
@@ -97,10 +123,14 @@ def probe_task(
 ) -> dict:
     """One task's metric (in %) for one upstream, from the probe cache when possible.
 
+    With several ``probe.seeds`` every seed trains its own probe and the metric is their mean.
+    ``test`` holds the per-clip outcomes (clip ids, fold, label, each seed's prediction; for
+    CTC each seed's word edits) that intervals and significance tests are computed from.
     ``trainer`` (Lightning's accelerator, devices, strategy, precision) is not part of the
     cache key: the same probe trained on other hardware is the same result.
     """
     probe = OmegaConf.to_container(cfg.ctc if task.kind == "ctc" else cfg.probe, resolve=True)
+    seeds = seeds_of(probe)
     if task.kind == "ctc":
         rows = train_subset(rows, probe.get("max_train_hours"))
     path = None
@@ -123,7 +153,8 @@ def probe_task(
     }
     extract = frame_features if task.kind == "ctc" else pooled_features
     feats = extract(upstream, rows, cache_dir, task.max_seconds, cfg.batch_size, progress)
-    out = {
+    ids = clip_ids(rows)
+    out: dict[str, Any] = {
         "metric": task.metric,
         "clips": len(feats.examples),
         "skipped": len(feats.skipped),
@@ -131,32 +162,63 @@ def probe_task(
         "features_cached": feats.cached,
     }
     if task.kind == "ctc":
-        c = fit_ctc(feats, **kwargs)
+        fits = [fit_ctc(feats, **kwargs, seed=s) for s in seeds]
+        values = [100 * c.test_wer for c in fits]
         out.update(
-            value=100 * c.test_wer,
-            valid=100 * c.valid_wer,
-            lr=c.lr,
-            layer_weights=c.layer_weights,
-            transcripts=c.examples,
+            valid=mean([100 * c.valid_wer for c in fits]),
+            lr=fits[0].lr,
+            layer_weights=mean_lists([c.layer_weights for c in fits]),
+            transcripts=fits[0].examples,
         )
+        out["test"] = {
+            "ids": [ids[p] for p in fits[0].test_paths],
+            "groups": ["test"] * len(fits[0].test_paths),
+            "words": fits[0].test_words,
+            "errors": [c.test_errors for c in fits],
+        }
     elif task.kind == "kfold":
-        k = fit_kfold(feats, **kwargs)
-        out.update(
-            value=100 * k["mean"],
-            std=100 * k["std"],
-            folds={f: 100 * v for f, v in k["folds"].items()},
-        )
+        fits = [fit_kfold(feats, **kwargs, seed=s) for s in seeds]
+        values = [100 * k["mean"] for k in fits]
+        folds = sorted(fits[0]["folds"])
+        per_fold = {f: mean([100 * k["folds"][f] for k in fits]) for f in folds}
+        out.update(std=statistics.pstdev(per_fold.values()), folds=per_fold)
+        tested = [e for e in feats.examples if e.path in fits[0]["predictions"]]
+        out["test"] = {
+            "ids": [ids[e.path] for e in tested],
+            "groups": [e.split for e in tested],
+            "labels": [e.label for e in tested],
+            "predictions": [[k["predictions"][e.path] for e in tested] for k in fits],
+        }
     else:
-        r = fit_probe(feats, **kwargs)
+        fits = [fit_probe(feats, **kwargs, seed=s) for s in seeds]
+        values = [100 * r.test_accuracy for r in fits]
         out.update(
-            value=100 * r.test_accuracy,
-            valid=100 * r.valid_accuracy,
-            lr=r.lr,
-            layer_weights=r.layer_weights,
+            valid=mean([100 * r.valid_accuracy for r in fits]),
+            lr=fits[0].lr,
+            layer_weights=mean_lists([r.layer_weights for r in fits]),
         )
+        label = {e.path: e.label for e in feats.examples}
+        out["test"] = {
+            "ids": [ids[p] for p in fits[0].test_paths],
+            "groups": ["test"] * len(fits[0].test_paths),
+            "labels": [label[p] for p in fits[0].test_paths],
+            "predictions": [r.test_predictions for r in fits],
+        }
+    out["value"] = mean(values)
+    if len(seeds) > 1:
+        out.update(seeds=seeds, seed_values=values, seed_std=statistics.pstdev(values))
     if path is not None:
         write_atomically(path, lambda tmp: tmp.write_text(json.dumps(out)))
     return {**out, "probe_cached": False}
+
+
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def mean_lists(lists: list[list[float]]) -> list[float]:
+    return [mean(column) for column in zip(*lists, strict=True)]
 
 
 def scores(
@@ -166,33 +228,42 @@ def scores(
     ref_b: dict[str, float],
     floor: dict[str, float],
 ) -> dict:
-    """Speech (vs A, above the FBANK floor), Music (vs B), and Avg where both exist.
+    """Speech (vs A, above the floor), Music (vs B), and Avg where both exist.
 
     A floor that model A does not beat would turn (s - f) / (A - f) upside down; such a task is
     scored against A alone (floor 0) and named in ``speech_note``.
     """
-    out: dict = {}
-    usable, dropped = {}, []
-    for t, _ in suite:
-        if t.domain == "speech" and t.name in floor and t.name in ref_a:
-            f, r = floor[t.name], ref_a[t.name]
-            if r > f if t.higher_is_better else r < f:
-                usable[t.name] = f
-            else:
-                dropped.append(t.name)
+    tasks = [t for t, _ in suite]
+    usable, dropped = usable_floors(tasks, ref_a, floor)
+    out = suite_scores(metrics, tasks, ref_a, ref_b, usable)
     if dropped:
-        out["speech_note"] = f"model A does not beat the FBANK floor on {dropped}: no floor there"
-    for domain, ref, low in (("speech", ref_a, usable), ("music", ref_b, None)):
-        names = [t.name for t, _ in suite if t.domain == domain]
-        if names:
-            try:
-                out[domain] = domain_score(metrics, {t: ref[t] for t in names}, low)
-            except ValueError as err:  # e.g. a parent no better than the floor on a task
-                out[domain] = None
-                out[f"{domain}_error"] = str(err)
-    if out.get("speech") is not None and out.get("music") is not None:
-        out["avg"] = (out["speech"] + out["music"]) / 2
+        out["speech_note"] = f"model A does not beat the floor on {dropped}: no floor there"
     return out
+
+
+def floors(
+    suite: list[tuple[Task, list[Example]]], paper: bool, tests_a: Mapping[str, Mapping]
+) -> dict[str, float]:
+    """The Speech score's floor per speech task: the paper's FBANK numbers on its suite; on
+    any other suite the majority-class accuracy of the task's test split (per fold), from its
+    labels: what SUPERB's FBANK floor is by construction, and free of probe noise."""
+    out = {}
+    for t, _ in suite:
+        if t.domain != "speech":
+            continue
+        if paper:
+            out[t.name] = PAPER_FBANK[t.name]
+        elif t.kind != "ctc":
+            out[t.name] = point(majority(tests_a[t.name]))
+    return out
+
+
+def suite_record(suite: list[tuple[Task, list[Example]]]) -> list[dict[str, str]]:
+    """What the report needs to score rows of this suite again: each task's domain and kind."""
+    return [
+        {"name": t.name, "paper": t.paper, "domain": t.domain, "kind": t.kind, "metric": t.metric}
+        for t, _ in suite
+    ]
 
 
 def evaluate(
@@ -203,37 +274,49 @@ def evaluate(
     trainer: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> dict:
-    """Per-task metrics of a frozen encoder; with ``parents`` also the references and scores."""
+    """Per-task metrics of a frozen encoder; with ``parents`` also the references (the parents,
+    s3prl's FBANK, and the two parents' layer fusion), the floors, the scores and their
+    bootstrap intervals. Per-clip outcomes of every upstream are in ``predictions``."""
     suite = build_suite(cfg)
 
-    def run(upstream: Upstream) -> dict[str, dict]:
+    def run(upstream: Upstream, kinds: tuple[str, ...] = KINDS) -> dict[str, dict]:
         return {
             t.name: probe_task(upstream, t, rows, cfg, cache_dir, trainer, progress)
             for t, rows in suite
+            if t.kind in kinds
         }
 
     tasks = run(EncoderUpstream(encoder, "merged"))
-    result: dict = {"tasks": tasks}
+    result: dict = {"tasks": tasks, "suite": suite_record(suite)}
+    predictions = {"merged": {n: m.pop("test") for n, m in tasks.items()}}
+    result["predictions"] = predictions
     if parents is None:
         return result
-    a, b = parents
-    refs = {
-        "a": run(EncoderUpstream(a, "model A")),
-        "b": run(EncoderUpstream(b, "model B")),
-    }
+    a, b = EncoderUpstream(parents[0], "model A"), EncoderUpstream(parents[1], "model B")
+    refs = {"a": run(a), "b": run(b)}
     paper_floor = cfg.name == "paper"
     if not paper_floor and any(t.domain == "speech" for t, _ in suite):
-        refs["fbank"] = run(FbankUpstream(encoder.sample_rate))
-    floor = (
-        dict(PAPER_FBANK)
-        if paper_floor
-        else {name: m["value"] for name, m in refs.get("fbank", {}).items()}
-    )
-    value = {name: m["value"] for name, m in tasks.items()}
-    ref_a = {name: m["value"] for name, m in refs["a"].items()}
-    ref_b = {name: m["value"] for name, m in refs["b"].items()}
+        refs["fbank"] = run(FbankUpstream(encoder.sample_rate))  # a reference, not the floor
+    refs["fusion"] = run(LayerFusion(a, b), ("utterance", "kfold"))
+    for who, values in refs.items():
+        predictions[who] = {n: m.pop("test") for n, m in values.items()}
     result["references"] = {k: {n: m["value"] for n, m in v.items()} for k, v in refs.items()}
-    result["scores"] = scores(value, suite, ref_a, ref_b, floor)
+    result["floors"] = floors(suite, paper_floor, predictions["a"])
+    result["floor"] = "paper" if paper_floor else "majority"
+    value = {name: m["value"] for name, m in tasks.items()}
+    result["scores"] = scores(
+        value, suite, result["references"]["a"], result["references"]["b"], result["floors"]
+    )
+    boot = cfg.get("bootstrap") or {}
+    rows = {who: predictions[who] for who in ("merged", "a", "b")}
+    scored = score_rows(
+        rows,
+        [t for t, _ in suite],
+        result["floors"] if paper_floor else "majority",
+        boot.get("resamples", RESAMPLES),
+        boot.get("seed", SEED),
+    )["merged"]
+    result["intervals"] = intervals(scored.samples, boot.get("level", LEVEL))
     return result
 
 

@@ -67,6 +67,35 @@ class EncoderUpstream:
         return list(out.hidden_states), conv_output_lengths(lengths, self.encoder.config)[-1]
 
 
+@dataclass
+class LayerFusion:
+    """Two upstreams' layers side by side, for one probe that weighs all of them at once: the
+    two-model upper bound of a merge (what two encoders know together, at twice the compute).
+    Its pooled features are the parts' cached ones, concatenated along the layer axis."""
+
+    first: Upstream
+    second: Upstream
+    name: str = "A + B layer fusion"
+
+    @property
+    def sample_rate(self) -> int:
+        return self.first.sample_rate
+
+    @property
+    def min_samples(self) -> int:
+        return max(self.first.min_samples, self.second.min_samples)
+
+    def fingerprint(self) -> str:
+        return f"fusion({self.first.fingerprint()},{self.second.fingerprint()})"
+
+    def layers(self, wave, lengths):
+        first, frames = self.first.layers(wave, lengths)
+        second, other = self.second.layers(wave, lengths)
+        if not torch.equal(frames, other):
+            raise ValueError(f"{self.name}: the two upstreams' frame rates differ")
+        return first + second, frames
+
+
 @functools.lru_cache(maxsize=8)
 def mel_bank(n_fft: int, bins: int, rate: int) -> torch.Tensor:
     """(n_fft // 2 + 1, bins) Kaldi-scale triangular filters from 20 Hz to Nyquist; read-only."""
@@ -188,6 +217,12 @@ def pooled_features(
 ) -> PooledFeatures:
     """Per-layer time-pooled features of every readable example, from the cache if present."""
     t0 = time.perf_counter()
+    if isinstance(upstream, LayerFusion):  # pooling commutes with stacking: reuse the parts
+        a, b = (
+            pooled_features(u, examples, cache_dir, max_seconds, batch_size, progress)
+            for u in (upstream.first, upstream.second)
+        )
+        return fuse(a, b, time.perf_counter() - t0)
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / "features" / f"{dataset_key(upstream, examples, max_seconds)}.pt"
@@ -216,4 +251,21 @@ def pooled_features(
         write_atomically(path, lambda tmp: torch.save(saved, tmp))
     return PooledFeatures(
         features, [examples[i] for i in index], skipped, time.perf_counter() - t0, False
+    )
+
+
+def fuse(a: PooledFeatures, b: PooledFeatures, seconds: float = 0.0) -> PooledFeatures:
+    """Both upstreams' layers for the examples both could read (in ``a``'s order)."""
+    if a.features.shape[2] != b.features.shape[2]:
+        raise ValueError(
+            f"layer fusion needs one width, got {a.features.shape[2]} and {b.features.shape[2]}"
+        )
+    in_b = {e.path: i for i, e in enumerate(b.examples)}
+    keep = [i for i, e in enumerate(a.examples) if e.path in in_b]
+    features = torch.cat(
+        [a.features[keep], b.features[[in_b[a.examples[i].path] for i in keep]]], dim=1
+    )
+    skipped = sorted(set(a.skipped) | set(b.skipped))
+    return PooledFeatures(
+        features, [a.examples[i] for i in keep], skipped, seconds, a.cached and b.cached
     )

@@ -56,6 +56,8 @@ class ProbeResult:
     lr: float
     layer_weights: list[float]
     classes: list[str]
+    test_paths: list[str]  # the test clips, in the order of ``test_predictions``
+    test_predictions: list[str]  # the predicted class of each test clip
 
 
 # The Lightning settings a run may choose (conf/trainer/); the rest are fixed by the protocol.
@@ -93,16 +95,20 @@ def fit_quietly(
         fitter.fit(model, loader)
 
 
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     model.cpu().float().eval()  # whatever device and precision it was trained in
     with torch.no_grad():
-        return float((model(x).argmax(1) == y).float().mean()) if len(y) else float("nan")
+        return model(x).argmax(1)
+
+
+def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((_predict(model, x) == y).float().mean()) if len(y) else float("nan")
 
 
 def _split(feats: PooledFeatures, name: str, labels: dict[str, int]):
     idx = [i for i, e in enumerate(feats.examples) if e.split == name]
     y = torch.tensor([labels[feats.examples[i].label] for i in idx], dtype=torch.long)
-    return feats.features[idx], y
+    return feats.features[idx], y, idx
 
 
 def fit_probe(
@@ -121,7 +127,7 @@ def fit_probe(
     """
     classes = sorted({e.label for e in feats.examples})
     labels = {c: i for i, c in enumerate(classes)}
-    (xtr, ytr), (xva, yva), (xte, yte) = (
+    (xtr, ytr, _), (xva, yva, _), (xte, yte, test) = (
         _split(feats, s, labels) for s in ("train", "valid", "test")
     )
     if len(ytr) == 0 or len(yte) == 0:
@@ -147,8 +153,15 @@ def fit_probe(
             best = (score, lr, copy.deepcopy(model))
     assert best is not None
     valid, lr, model = best
+    predicted = _predict(model, xte)
     return ProbeResult(
-        _accuracy(model, xte, yte), valid, lr, model.layer_weights().tolist(), classes
+        float((predicted == yte).float().mean()),
+        valid,
+        lr,
+        model.layer_weights().tolist(),
+        classes,
+        [feats.examples[i].path for i in test],
+        [classes[k] for k in predicted.tolist()],
     )
 
 
@@ -162,7 +175,7 @@ def fit_kfold(feats: PooledFeatures, **kwargs) -> dict:
     folds = sorted({e.split for e in feats.examples})
     if len(folds) < 2 or not all(f.startswith("fold") for f in folds):
         raise ValueError(f"k-fold probing needs fold<k> splits, got {folds}")
-    per_fold = {}
+    per_fold, predictions = {}, {}
     for fold in folds:
         examples = [
             Example(
@@ -171,12 +184,15 @@ def fit_kfold(feats: PooledFeatures, **kwargs) -> dict:
             for e in feats.examples
         ]
         held_out = PooledFeatures(feats.features, examples, feats.skipped, 0.0, feats.cached)
-        per_fold[fold] = fit_probe(held_out, **kwargs).test_accuracy
+        result = fit_probe(held_out, **kwargs)
+        per_fold[fold] = result.test_accuracy
+        predictions.update(zip(result.test_paths, result.test_predictions, strict=True))
     accs = torch.tensor(list(per_fold.values()))
     return {
         "mean": float(accs.mean()),
         "std": float(accs.std(unbiased=False)),
         "folds": per_fold,
+        "predictions": predictions,  # every clip, predicted by the probe that held it out
     }
 
 

@@ -8,7 +8,11 @@ Speech = 1000/n * sum over speech tasks of (s - f) / (ref_A - f), with f the FBA
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from eval.tasks import Task
 
 # The paper's task columns, by domain, and the FBANK floors of its speech tasks.
 PAPER_SPEECH = ("asr_wer", "ks", "ic", "sid", "er")
@@ -16,12 +20,11 @@ PAPER_MUSIC = ("singid", "vocid", "instcls", "pitchid", "genreid", "esc50")
 PAPER_FBANK = {"asr_wer": 91.54, "ks": 8.63, "ic": 9.10, "sid": 0.0, "er": 35.39}
 
 
-def domain_score(
-    metrics: Mapping[str, float],
-    reference: Mapping[str, float],
-    floor: Mapping[str, float] | None = None,
-) -> float:
-    """1000 x the mean of (s - floor) / (reference - floor) over the reference's tasks."""
+def domain_score(metrics: Mapping, reference: Mapping, floor: Mapping | None = None):
+    """1000 x the mean of (s - floor) / (reference - floor) over the reference's tasks.
+
+    Values are numbers or arrays of bootstrap resamples (elementwise; a resample whose
+    reference equals its floor gives NaN, a point estimate that does raises)."""
     if not reference:
         raise ValueError("no tasks to score")
     missing = sorted(set(reference) - set(metrics))
@@ -30,10 +33,51 @@ def domain_score(
     total = 0.0
     for task, ref in reference.items():
         f = (floor or {}).get(task, 0.0)
-        if ref == f:
-            raise ValueError(f"{task}: the reference equals the floor ({ref}); cannot normalise")
-        total += (metrics[task] - f) / (ref - f)
+        den = np.asarray(ref, dtype=np.float64) - f
+        if den.ndim == 0:
+            if den == 0:
+                raise ValueError(
+                    f"{task}: the reference equals the floor ({ref}): cannot normalise"
+                )
+            total += (metrics[task] - f) / float(den)
+        else:
+            total = total + (np.asarray(metrics[task]) - f) / np.where(den == 0, np.nan, den)
     return 1000.0 * total / len(reference)
+
+
+def usable_floors(
+    tasks: Sequence[Task], ref_a: Mapping[str, float], floor: Mapping[str, float]
+) -> tuple[dict[str, float], list[str]]:
+    """The floors model A beats (others would turn (s - f) / (A - f) upside down), and the
+    speech tasks dropped for that."""
+    usable, dropped = {}, []
+    for t in tasks:
+        if t.domain == "speech" and t.name in floor and t.name in ref_a:
+            f, r = floor[t.name], ref_a[t.name]
+            if r > f if t.higher_is_better else r < f:
+                usable[t.name] = f
+            else:
+                dropped.append(t.name)
+    return usable, dropped
+
+
+def suite_scores(
+    metrics: Mapping, tasks: Sequence[Task], ref_a: Mapping, ref_b: Mapping, floor: Mapping
+) -> dict:
+    """Speech (vs A, above ``floor``, already filtered by ``usable_floors``), Music (vs B)
+    and Avg where both exist; numbers or arrays of resamples alike."""
+    out: dict = {}
+    for domain, ref, low in (("speech", ref_a, floor), ("music", ref_b, None)):
+        names = [t.name for t in tasks if t.domain == domain]
+        if names:
+            try:
+                out[domain] = domain_score(metrics, {t: ref[t] for t in names}, low)
+            except ValueError as err:  # e.g. a parent no better than the floor on a task
+                out[domain] = None
+                out[f"{domain}_error"] = str(err)
+    if out.get("speech") is not None and out.get("music") is not None:
+        out["avg"] = (out["speech"] + out["music"]) / 2
+    return out
 
 
 def paper_scores(

@@ -19,7 +19,7 @@ class Task:
     domain: str  # speech | music (ESC-50 counts as music in the paper's score)
     kind: str  # utterance classification, k-fold classification, or CTC transcription
     metric: str  # accuracy (higher is better) or wer (lower is better)
-    adapter: Callable[..., list[Example]]
+    adapter: Callable[..., list[Example]] | None = None  # None: a task known by its results
     max_seconds: float = 10.0  # utterance crop: each clip's first max_seconds
     settings: dict = field(default_factory=dict)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 # Config fields that change neither what a job computes nor what it leaves in its dir.
-VOLATILE = ("progress", "paths", "logger", "resume")
+VOLATILE = ("progress", "paths", "logger", "resume", "report")
 
 
 def comparable(config: Mapping[str, Any]) -> Any:

@@ -2,9 +2,13 @@
 
 python -m report.table multirun/table/demo-demo
 
-Prints the table and writes table.md, table.csv and table.png into the sweep dir. Rows are the
-jobs (by experiment ID where they have one), columns the tasks in the paper's order and the
-Speech / Music / Avg scores; for the paper's pair (hubert_mert) the paper's numbers stand beside.
+Prints the table and writes table.md, table.csv, table.png and significance.csv into the sweep
+dir. Rows are the jobs (by experiment ID where they have one) and two reference rows (s3prl's
+FBANK, and one probe over both parents' layers: the two-model upper bound); columns are the tasks
+in the paper's order and the Speech / Music / Avg scores, each with its 95% paired-bootstrap
+interval and marked where it differs significantly from the reference row (``--reference``,
+default ID 4, the plain 0.9/0.1 interpolation). For the paper's pair (hubert_mert) the paper's
+numbers stand beside.
 """
 
 from __future__ import annotations
@@ -19,9 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from eval.scores import PAPER_MUSIC, PAPER_SPEECH
+from eval.stats import LEVEL, RESAMPLES, SEED
 from eval.tasks import PAPER_TASKS
+from report.uncertainty import ALPHA, suite_tasks, uncertainty, write_significance
 
 SCORES = ("speech", "music", "avg")
+REFERENCE = "id4"  # the row every other is tested against (report.reference)
+REFERENCE_ROWS = {  # references every job records, shown once as rows of their own
+    "fbank": "FBANK (s3prl), reference",
+    "fusion": "A + B layer fusion (2x compute)",
+}
 PAPER_CSV = Path(__file__).resolve().parents[1] / "eval" / "data" / "paper_table1.csv"
 PAPER_PAIR = "hubert_mert"
 
@@ -39,6 +50,10 @@ class Row:
     scores: dict[str, float | None] = field(default_factory=dict)
     pair: str | None = None
     notes: list[str] = field(default_factory=list)  # why a score is missing
+    source: str = "measured"  # measured (a job) | reference (recorded beside every job)
+    tests: dict[str, dict] = field(default_factory=dict)  # per-clip test records by task
+    intervals: dict[str, list[float]] = field(default_factory=dict)  # column -> [lo, hi]
+    significant: set[str] = field(default_factory=set)  # columns that differ from the reference
 
 
 def describe(record: dict[str, Any]) -> str:
@@ -59,39 +74,99 @@ def describe(record: dict[str, Any]) -> str:
 
 def load_rows(sweep: str | Path) -> list[Row]:
     """Every job under ``sweep`` that wrote a results.json, in the paper's row order."""
+    return [row for row, _ in load_records(sweep)]
+
+
+def load_records(sweep: str | Path) -> list[tuple[Row, dict]]:
+    """Every job's row and its results.json record (empty if unreadable), in row order."""
     rows = []
     for path in sorted(Path(sweep).rglob("results.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError) as err:
-            rows.append(Row(path.parent.name, None, "?", "failed", f"unreadable results: {err}"))
+            row = Row(path.parent.name, None, "?", "failed", f"unreadable results: {err}")
+            rows.append((row, {}))
             continue
         config = record.get("config") or {}
         key = record.get("experiment_id") or config.get("experiment_id") or path.parent.name
         match = re.fullmatch(r"id(\d+)", str(key))
         evaluation = record.get("evaluation") or {}
-        rows.append(
-            Row(
-                key=str(key),
-                number=int(match.group(1)) if match else None,
-                description=describe(record),
-                status=str(record.get("status")),
-                error=record.get("error"),
-                tasks={
-                    name: m["value"]
-                    for name, m in (evaluation.get("tasks") or {}).items()
-                    if isinstance(m, dict) and m.get("value") is not None
-                },
-                scores={s: (evaluation.get("scores") or {}).get(s) for s in SCORES},
-                pair=(config.get("pair") or {}).get("name"),
-                notes=[
-                    f"{s}: {(evaluation.get('scores') or {})[f'{s}_error']}"
-                    for s in SCORES
-                    if f"{s}_error" in (evaluation.get("scores") or {})
-                ],
-            )
+        row = Row(
+            key=str(key),
+            number=int(match.group(1)) if match else None,
+            description=describe(record),
+            status=str(record.get("status")),
+            error=record.get("error"),
+            tasks={
+                name: m["value"]
+                for name, m in (evaluation.get("tasks") or {}).items()
+                if isinstance(m, dict) and m.get("value") is not None
+            },
+            scores={s: (evaluation.get("scores") or {}).get(s) for s in SCORES},
+            pair=(config.get("pair") or {}).get("name"),
+            notes=[
+                f"{s}: {(evaluation.get('scores') or {})[f'{s}_error']}"
+                for s in SCORES
+                if f"{s}_error" in (evaluation.get("scores") or {})
+            ],
+            tests=(evaluation.get("predictions") or {}).get("merged") or {},
         )
-    return sorted(rows, key=lambda r: (r.number is None, r.number or 0, r.key))
+        rows.append((row, record))
+    return sorted(rows, key=lambda r: (r[0].number is None, r[0].number or 0, r[0].key))
+
+
+def shared(records: Sequence[dict]) -> dict | None:
+    """The evaluation every ok job shares (parents, references, floors, suite), from the
+    first job that recorded per-clip outcomes; None if none did (older results)."""
+    for record in records:
+        evaluation = record.get("evaluation") or {}
+        predictions = evaluation.get("predictions") or {}
+        if record.get("status") == "ok" and {"a", "b"} <= set(predictions):
+            return record
+    return None
+
+
+def reference_rows(record: dict) -> list[Row]:
+    """The FBANK and layer-fusion rows every job recorded as references."""
+    evaluation = record["evaluation"]
+    out = []
+    for who, description in REFERENCE_ROWS.items():
+        tests = evaluation["predictions"].get(who)
+        if tests:
+            values = (evaluation.get("references") or {}).get(who) or {}
+            row = Row(who, None, description, "ok", tasks=dict(values), source="reference")
+            row.tests, row.pair = (
+                tests,
+                ((record.get("config") or {}).get("pair") or {}).get("name"),
+            )
+            out.append(row)
+    return out
+
+
+def add_uncertainty(rows: Sequence[Row], record: dict, reference: str) -> list:
+    """Fill every row's intervals and significant columns; the list of tests."""
+    evaluation = record["evaluation"]
+    config = record.get("config") or {}
+    boot = (config.get("eval") or {}).get("bootstrap") or {}
+    floor = evaluation.get("floors") if evaluation.get("floor") == "paper" else "majority"
+    scored = {r.key: r.tests for r in rows if r.status == "ok" and r.tests}
+    parents = (evaluation["predictions"]["a"], evaluation["predictions"]["b"])
+    points, spans, tests = uncertainty(
+        scored,
+        parents,
+        suite_tasks(record),
+        floor,
+        reference,
+        boot.get("resamples", RESAMPLES),
+        boot.get("seed", SEED),
+        boot.get("level", LEVEL),
+    )
+    for r in rows:
+        r.intervals = spans.get(r.key, {})
+        r.significant = {t.column for t in tests if t.row == r.key and t.significant}
+        if r.source == "reference" and r.key in points:  # no job scored these: score them here
+            r.scores = {s: points[r.key].get(s) for s in SCORES}
+    return tests
 
 
 def task_columns(rows: Sequence[Row]) -> list[str]:
@@ -121,10 +196,27 @@ def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
 
 
+def _cell(row: Row, column: str, value: float | None) -> str:
+    """``value [lo, hi]`` and a ``*`` where it differs significantly from the reference."""
+    if value is None:
+        return ""
+    text = _num(value)
+    if column in row.intervals:
+        lo, hi = row.intervals[column]
+        text += f" [{lo:.1f}, {hi:.1f}]"
+    return text + ("*" if column in row.significant else "")
+
+
 def _cells(row: Row, tasks: Sequence[str]) -> list[str]:
     if row.status != "ok":
         return [row.status] + [""] * (len(tasks) + len(SCORES) - 1)
-    return [_num(row.tasks.get(t)) for t in tasks] + [_num(row.scores.get(s)) for s in SCORES]
+    return [_cell(row, t, row.tasks.get(t)) for t in tasks] + [
+        _cell(row, s, row.scores.get(s)) for s in SCORES
+    ]
+
+
+def row_label(row: Row) -> str:
+    return str(row.number or row.key)
 
 
 def _markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
@@ -132,7 +224,9 @@ def _markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]
     return lines + ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in body]
 
 
-def render(rows: Sequence[Row], paper: dict[int, dict[str, float]] | None) -> str:
+def render(
+    rows: Sequence[Row], paper: dict[int, dict[str, float]] | None, reference: str | None = None
+) -> str:
     """The Markdown text: measured rows (failed ones with their error), then the paper's."""
     tasks = task_columns(rows)
     header = ["ID", "configuration", *map(column_title, tasks), "Speech", "Music", "Avg"]
@@ -143,7 +237,7 @@ def render(rows: Sequence[Row], paper: dict[int, dict[str, float]] | None) -> st
         header.append("error")
     body = []
     for r in rows:
-        cells = [str(r.number or r.key), r.description, *_cells(r, tasks)]
+        cells = [row_label(r), r.description, *_cells(r, tasks)]
         if paper:
             p = paper.get(r.number or -1, {})
             cells += [_num(p.get(s)) for s in SCORES]
@@ -151,6 +245,19 @@ def render(rows: Sequence[Row], paper: dict[int, dict[str, float]] | None) -> st
             cells.append((r.error or "")[:200])
         body.append(cells)
     text = ["# Ablation table", "", *_markdown(header, body)]
+    if any(r.intervals for r in rows):
+        ref = next((row_label(r) for r in rows if r.key == reference), None)
+        text += [
+            "",
+            f"Brackets: {LEVEL:.0%} paired-bootstrap intervals (test clips and probe seeds "
+            "resampled, the same draws for every row; the score formula applied per resample).",
+        ]
+        if ref is not None:
+            text.append(
+                f"`*`: differs from row {ref} (exact McNemar per accuracy task, paired bootstrap "
+                f"for WER and scores; Benjamini-Hochberg over the table, FDR {ALPHA:g}); "
+                "every p-value is in significance.csv."
+            )
     notes = [f"- {r.number or r.key}: {n}" for r in rows for n in r.notes]
     if notes:
         text += ["", "Scores left empty:", "", *notes]
@@ -168,16 +275,19 @@ def render(rows: Sequence[Row], paper: dict[int, dict[str, float]] | None) -> st
 def write_csv(rows: Sequence[Row], paper: dict[int, dict[str, float]] | None, path: Path) -> None:
     """One line per job (source=measured) and, for the paper's pair, per paper row."""
     tasks = task_columns(rows)
+    columns = [*tasks, *SCORES]
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["source", "id", "configuration", "status", *tasks, *SCORES, "error"])
+        head = [h for c in columns for h in (c, f"{c}_lo", f"{c}_hi")]
+        w.writerow(["source", "id", "configuration", "status", *head, "error"])
         for r in rows:
-            values = [r.tasks.get(t) for t in tasks] + [r.scores.get(s) for s in SCORES]
-            w.writerow(
-                ["measured", r.number or r.key, r.description, r.status, *values, r.error or ""]
-            )
+            values = []
+            for c in columns:
+                lo, hi = r.intervals.get(c, (None, None))
+                values += [r.tasks.get(c) if c in tasks else r.scores.get(c), lo, hi]
+            w.writerow([r.source, row_label(r), r.description, r.status, *values, r.error or ""])
         for n, v in sorted((paper or {}).items()):
-            values = [v.get(t) for t in tasks] + [v.get(s) for s in SCORES]
+            values = [x for c in columns for x in (v.get(c), None, None)]
             w.writerow(["paper", n, "", "ok", *values, ""])
 
 
@@ -189,7 +299,21 @@ def plot(rows: Sequence[Row], paper: dict[int, dict[str, float]] | None, path: P
     import matplotlib.pyplot as plt
 
     ok = [r for r in rows if r.status == "ok"]
-    series = [(s.capitalize(), [r.scores.get(s) for r in ok], {}) for s in SCORES]
+
+    def errors(score: str) -> list[list[float]] | None:
+        spans = [r.intervals.get(score) for r in ok]
+        if not any(spans):
+            return None
+        values = [r.scores.get(score) or 0.0 for r in ok]
+        return [
+            [v - s[0] if s else 0.0 for v, s in zip(values, spans, strict=True)],
+            [s[1] - v if s else 0.0 for v, s in zip(values, spans, strict=True)],
+        ]
+
+    series = [
+        (s.capitalize(), [r.scores.get(s) for r in ok], {"yerr": errors(s), "capsize": 2})
+        for s in SCORES
+    ]
     if paper:
         series += [
             (
@@ -206,15 +330,17 @@ def plot(rows: Sequence[Row], paper: dict[int, dict[str, float]] | None, path: P
         xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(ok))]
         heights = [v if v is not None else 0.0 for v in values]
         ax.bar(xs, heights, width, label=label, color=colors[i % len(SCORES)], **style)
-    labels = [str(r.number or r.key) for r in ok]
+    labels = [row_label(r) for r in ok]
     long = any(len(x) > 4 for x in labels)  # job dir names of sweeps without experiment IDs
     ax.set_xticks(
         range(len(ok)), labels, rotation=30 if long else 0, ha="right" if long else "center"
     )
     ax.set_xlabel("ID")
     ax.set_ylabel("score (parent = 1000)")
-    failed = [str(r.number or r.key) for r in rows if r.status != "ok"]
+    failed = [row_label(r) for r in rows if r.status != "ok"]
     title = "Speech / Music / Avg per configuration"
+    if any(r.intervals for r in ok):
+        title += f" ({LEVEL:.0%} intervals)"
     ax.set_title(title + (f" (failed: {', '.join(failed)})" if failed else ""))
     ax.axhline(1000, color="gray", lw=0.5)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -223,15 +349,26 @@ def plot(rows: Sequence[Row], paper: dict[int, dict[str, float]] | None, path: P
     plt.close(fig)
 
 
-def build(sweep: str | Path) -> dict[str, Path]:
-    """Write table.md, table.csv and table.png into ``sweep``; return their paths."""
+def build(sweep: str | Path, reference: str | None = None) -> dict[str, Path]:
+    """Write table.md, table.csv, table.png (and, with per-clip results, significance.csv)
+    into ``sweep``; return their paths. ``reference``: the row tested against (default
+    the jobs' ``report.reference``, else ID 4)."""
     sweep = Path(sweep)
-    rows = load_rows(sweep)
-    if not rows:
+    loaded = load_records(sweep)
+    if not loaded:
         raise FileNotFoundError(f"no results.json under {sweep}: run the sweep first")
-    paper = paper_table() if any(r.pair == PAPER_PAIR for r in rows) else None
+    rows = [row for row, _ in loaded]
+    record = shared([rec for _, rec in loaded])
     paths = {ext: sweep / f"table.{ext}" for ext in ("md", "csv", "png")}
-    paths["md"].write_text(render(rows, paper))
+    if record is not None:
+        reference = reference or ((record.get("config") or {}).get("report") or {}).get(
+            "reference", REFERENCE
+        )
+        rows += reference_rows(record)
+        tests = add_uncertainty(rows, record, reference)
+        paths["significance"] = write_significance(tests, sweep / "significance.csv")
+    paper = paper_table() if any(r.pair == PAPER_PAIR for r in rows) else None
+    paths["md"].write_text(render(rows, paper, reference))
     write_csv(rows, paper, paths["csv"])
     plot(rows, paper, paths["png"])
     return paths
@@ -240,9 +377,12 @@ def build(sweep: str | Path) -> dict[str, Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, help="a sweep dir (hydra.sweep.dir)")
+    parser.add_argument(
+        "--reference", help=f"the row others are tested against (default: {REFERENCE})"
+    )
     args = parser.parse_args(argv)
     try:
-        paths = build(args.sweep)
+        paths = build(args.sweep, args.reference)
     except FileNotFoundError as err:
         parser.exit(2, f"{err}\n")
     print(paths["md"].read_text(), end="")

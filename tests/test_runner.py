@@ -314,12 +314,18 @@ def test_table_from_the_sweep(world, swept):
     assert table.main([str(world / "sweep")]) == 0
     md = (world / "sweep" / "table.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
-    assert [r.split(" | ")[0] for r in rows[1:]] == ["| 1", "| 5", "| 9"]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| 1", "| 5", "| 9", "| fusion"]
     assert "failed" in rows[1] and "merge.alpha=1.0" in rows[1]
     assert "fnn_attn without CNN, alpha 0.9" in rows[3]
+    assert "A + B layer fusion (2x compute)" in rows[4]
+    assert "| 100.00 [100.0, 100.0] |" in rows[2]  # every number with its interval
     assert "paper" not in md  # not the paper's pair
-    assert (world / "sweep" / "table.csv").read_text().count("\nmeasured,") == 3
+    text = (world / "sweep" / "table.csv").read_text()
+    assert text.count("\nmeasured,") == 3 and text.count("\nreference,fusion,") == 1
+    assert "music_lo,music_hi" in text.splitlines()[0]
     assert (world / "sweep" / "table.png").stat().st_size > 5000
+    # no ID 4 in this sweep: nothing to test against, and nothing marked
+    assert (world / "sweep" / "significance.csv").read_text().count("\n") == 1
 
 
 def test_table_puts_the_papers_numbers_beside_the_papers_pair(tmp_path):
