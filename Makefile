@@ -7,7 +7,8 @@ TORCH_VERSION ?= 2.13.0
 TINYSOUNDFONT_VERSION ?= 0.3.7
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install test lint table sweep bench-merge bench-frame-rate pretrain-demo clean-cache
+.PHONY: help install test lint table sweep curve calib-curve bench-merge bench-frame-rate \
+	pretrain-demo clean-cache
 
 # Named sweeps write to fixed dirs, so that starting one again finishes only its missing jobs.
 # make table PAIR=hubert_mert EVAL=paper ARGS='eval.roots.ks=/data/speech_commands_v0.01 ...'
@@ -16,6 +17,10 @@ EVAL ?= demo
 ARGS ?=
 TABLE_DIR ?= multirun/table/$(PAIR)-$(EVAL)
 SWEEP_DIR ?= multirun/sweep/$(PAIR)-$(EVAL)
+CURVE_DIR ?= multirun/curve/$(PAIR)-$(EVAL)
+CALIB_DIR ?= multirun/calib-curve/$(PAIR)-$(EVAL)
+ALPHAS ?= 0,0.25,0.5,0.75,1
+CALIB_SIZES ?= 4,8,16,32,64
 TABLE_IDS := id1,id2,id3,id4,id5,id6,id7,id8,id9
 
 help:
@@ -23,6 +28,8 @@ help:
 	@echo "make table          the paper's ablation table (IDs 1-9) on PAIR=$(PAIR) EVAL=$(EVAL),"
 	@echo "                    one resumable sweep in $(TABLE_DIR); ARGS=... adds overrides"
 	@echo "make sweep          python run.py -m permute=cnn,fnn_attn,all into $(SWEEP_DIR)"
+	@echo "make curve          scores over merge.alpha=$(ALPHAS), permute none and fnn_attn"
+	@echo "make calib-curve    scores over calibration.size=$(CALIB_SIZES), permute fnn_attn"
 	@echo "make bench-merge    time a HuBERT-base-size merge against plain forward passes"
 	@echo "make bench-frame-rate  permutations with calibration.max_frame_rate against exact ones"
 	@echo "make pretrain-demo  rebuild the demo encoders (checkpoints/demo-*)"
@@ -47,6 +54,18 @@ test: lint
 sweep: install
 	$(PY) run.py -m permute=cnn,fnn_attn,all pair=$(PAIR) eval=$(EVAL) \
 		hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
+
+# The interpolation-barrier picture: Speech / Music / Avg with intervals along alpha.
+curve: install
+	$(PY) run.py -m permute=none,fnn_attn merge.alpha=$(ALPHAS) pair=$(PAIR) eval=$(EVAL) \
+		hydra.sweep.dir=$(CURVE_DIR) $(ARGS)
+	$(PY) -m report.curve $(CURVE_DIR)
+
+# How much calibration audio the alignment needs, and how stable its partners are.
+calib-curve: install
+	$(PY) run.py -m permute=fnn_attn calibration.size=$(CALIB_SIZES) pair=$(PAIR) eval=$(EVAL) \
+		hydra.sweep.dir=$(CALIB_DIR) $(ARGS)
+	$(PY) -m report.curve $(CALIB_DIR) --x calibration.size
 
 bench-merge: install
 	$(PY) benchmarks/bench_merge.py

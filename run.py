@@ -20,6 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save_file
 
 from merging.analysis import plot_alignment
 from merging.audio import calibration_clips
@@ -100,6 +101,11 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
     if cfg.get("parent") is not None:  # the parent's weights (exact); its input convention too
         result.encoder.normalize = {"a": a, "b": b}[cfg.parent].normalize
     seconds.update(result.seconds)
+    perms = out / "permutations.safetensors"  # which unit of B went where: compare jobs by it
+    write_atomically(
+        perms,
+        lambda tmp: save_file({g: p.contiguous() for g, p in result.perms.items()}, str(tmp)),
+    )
 
     plots = [
         str(plot_alignment(result.spec, stats, result.perms, g, out / "plots" / f"corr_{g}.png"))
@@ -145,6 +151,7 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
             "cached": cached,
         },
         "alignment": result.alignment,
+        "permutations": str(perms),
         "plots": plots,
         "merged_dir": str(out / "merged") if cfg.save_merged else None,
         "evaluation": evaluation,

@@ -34,6 +34,10 @@ def scalars(record: Mapping[str, Any]) -> dict[str, float]:
     for name, v in (evaluation.get("scores") or {}).items():
         if isinstance(v, int | float):
             out[f"score/{name}"] = v
+    for name, (lo, hi) in (evaluation.get("intervals") or {}).items():
+        out[f"interval/{name}_lo"], out[f"interval/{name}_hi"] = lo, hi
+    for name, v in (evaluation.get("floors") or {}).items():
+        out[f"floor/{name}"] = v
     for row in record.get("alignment") or []:
         for key in ("moved", "corr_before", "corr_after"):
             out[f"alignment/{row['group']}/{key}"] = row[key]
@@ -48,11 +52,20 @@ def task_rows(record: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """One row per task: the merged encoder's metric beside the parents' and the floor's."""
     evaluation = record.get("evaluation") or {}
     refs = evaluation.get("references") or {}
-    who = [w for w in ("a", "b", "fbank") if w in refs]
-    label = {"a": "model A", "b": "model B", "fbank": "fbank"}
-    columns = ["task", "metric", "merged", "std", *(label[w] for w in who)]
+    spans = evaluation.get("intervals") or {}
+    floors = evaluation.get("floors") or {}
+    who = [w for w in ("a", "b", "fbank", "fusion") if w in refs]
+    label = {"a": "model A", "b": "model B", "fbank": "fbank", "fusion": "A + B fusion"}
+    columns = ["task", "metric", "merged", "lo", "hi", *(label[w] for w in who), "floor"]
     rows = [
-        [name, m.get("metric"), m.get("value"), m.get("std"), *(refs[w].get(name) for w in who)]
+        [
+            name,
+            m.get("metric"),
+            m.get("value"),
+            *(spans.get(name) or (None, None)),
+            *(refs[w].get(name) for w in who),
+            floors.get(name),
+        ]
         for name, m in (evaluation.get("tasks") or {}).items()
     ]
     return columns, rows

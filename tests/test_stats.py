@@ -110,7 +110,9 @@ def test_majority_floor_is_a_function_of_the_labels_only():
     assert point(majority(rec)) == pytest.approx(50.0)
     tie = record(np.ones(4, dtype=bool), ["owl", "cat", "owl", "cat"])
     assert majority(tie).correct.tolist() == [[0, 1, 0, 1]]  # ties: the first label by name
-    folds = record(np.ones(4, dtype=bool), ["cat", "cat", "dog", "owl"], ["fold1"] * 2 + ["fold2"] * 2)
+    folds = record(
+        np.ones(4, dtype=bool), ["cat", "cat", "dog", "owl"], ["fold1"] * 2 + ["fold2"] * 2
+    )
     assert point(majority(folds)) == pytest.approx((100 + 50) / 2)
 
 
