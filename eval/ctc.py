@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from eval.data import Example
 from eval.features import Upstream, dataset_key, length_batches, read_usable
 from eval.probe import fit_quietly
-from merging.files import write_atomically
+from merging.files import read_cache, write_atomically
 from merging.forward import frame_mask, pad_batch
 
 BLANK = "<blank>"
@@ -63,8 +63,8 @@ def frame_features(
     if cache_dir is not None:
         key = dataset_key(upstream, examples, max_seconds)
         path = Path(cache_dir) / "features" / f"{key}-frames.pt"
-        if path.is_file():
-            raw = torch.load(path, weights_only=False)
+        raw = read_cache(path, lambda p: torch.load(p, weights_only=True))
+        if raw is not None:
             kept = [examples[i] for i in raw["index"]]
             return FrameFeatures(
                 raw["frames"], kept, raw["skipped"], time.perf_counter() - t0, True

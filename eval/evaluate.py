@@ -32,7 +32,7 @@ from eval.s3prl import run_commands, s3prl_commands, task_metrics, write_script
 from eval.scores import PAPER_FBANK, suite_scores, usable_floors
 from eval.stats import LEVEL, RESAMPLES, SEED, intervals, majority, point, score_rows
 from eval.tasks import KINDS, PAPER_TASKS, Task
-from merging.files import write_atomically
+from merging.files import read_cache, write_atomically
 from merging.load import Encoder
 
 DOMAINS = ("speech", "music")
@@ -137,13 +137,20 @@ def probe_task(
     if cache_dir is not None:
         key = hashlib.blake2b(
             json.dumps(
-                [PROBES_VERSION, dataset_key(upstream, rows, task.max_seconds), task.kind, probe]
+                [
+                    PROBES_VERSION,
+                    dataset_key(upstream, rows, task.max_seconds),
+                    [(e.path, e.label, e.split) for e in rows],  # relabelled or re-split: rerun
+                    task.kind,
+                    probe,
+                ]
             ).encode(),
             digest_size=16,
         ).hexdigest()
         path = Path(cache_dir) / "probes" / f"{key}.json"
-        if path.is_file():
-            return {**json.loads(path.read_text()), "probe_cached": True}
+        cached = read_cache(path, lambda p: json.loads(p.read_text()))
+        if cached is not None:
+            return {**cached, "probe_cached": True}
     kwargs = {
         "lrs": probe["lrs"],
         "hidden": probe["hidden"],

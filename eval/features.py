@@ -23,7 +23,7 @@ from transformers.audio_utils import mel_filter_bank
 from eval.data import Example
 from merging.audio import read_audio
 from merging.calibrate import fingerprint_model
-from merging.files import write_atomically
+from merging.files import read_cache, write_atomically
 from merging.forward import conv_output_lengths, encode, frame_mask, min_samples, pad_batch
 from merging.load import Encoder
 
@@ -226,8 +226,8 @@ def pooled_features(
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / "features" / f"{dataset_key(upstream, examples, max_seconds)}.pt"
-        if path.is_file():
-            raw = torch.load(path, weights_only=False)
+        raw = read_cache(path, lambda p: torch.load(p, weights_only=True))
+        if raw is not None:
             return PooledFeatures(
                 raw["features"],
                 [examples[i] for i in raw["index"]],

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from transformers import HubertConfig
 
 from merging.audio import Clip
-from merging.files import write_atomically
+from merging.files import read_cache, write_atomically
 from merging.forward import conv_output_lengths, encode, frame_mask, pad_batch
 from merging.load import Encoder
 
@@ -304,12 +304,15 @@ def cached_calibrate(
         digest_size=16,
     ).hexdigest()
     path = Path(cache_dir) / "calibration" / f"{key}.pt"
-    if path.is_file():
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-            return {k: PointStats(**v) for k, v in raw.items()}, True
-        except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, not fatal
-            path.unlink(missing_ok=True)
+    cached = read_cache(
+        path,
+        lambda p: {
+            k: PointStats(**v)
+            for k, v in torch.load(p, map_location="cpu", weights_only=True).items()
+        },
+    )
+    if cached is not None:
+        return cached, True
     stats = calibrate(a, b, clips, batch_size, progress, max_frame_rate)
     write_atomically(path, lambda tmp: torch.save({k: v.to_dict() for k, v in stats.items()}, tmp))
     return stats, False

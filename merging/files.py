@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("merging.cache")
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -15,3 +20,20 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     write(tmp)
     os.replace(tmp, path)
     return path
+
+
+def read_cache(path: str | Path, load: Callable[[Path], T]) -> T | None:
+    """``load(path)`` if the cache entry is there and readable; a damaged entry (truncated,
+    not the expected format) is named in a warning, removed and reported as missing, so
+    that it is recomputed instead of failing every job that uses it."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return load(path)
+    except Exception as err:  # noqa: BLE001 - whatever the loader raises, the entry is bad
+        log.warning(
+            "damaged cache entry %s (%s: %s): removed, recomputing", path, type(err).__name__, err
+        )
+        path.unlink(missing_ok=True)
+        return None
