@@ -83,7 +83,7 @@ table: install
 pretrain-demo: install
 	$(PY) -m demo.suite
 	$(PY) -m demo.pretrain --domain speech --seed 1 --out checkpoints/demo-speech
-	$(PY) -m demo.pretrain --domain music --seed 2 --lr 5e-4 --out checkpoints/demo-music
+	$(PY) -m demo.pretrain --domain music --seed 2 --lr 5e-4 --steps 5000 --out checkpoints/demo-music
 	$(PY) -m demo.compare --out checkpoints/COMPARISON.md
 
 clean-cache:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -159,6 +160,30 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
     }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption), recorded like an interrupt."""
+
+
+def _terminated(signum, frame) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def on_sigterm(handler):
+    """Install a SIGTERM handler; the previous one (None off the main thread, where a
+    launcher may run jobs and signals cannot be caught)."""
+    if handler is None:
+        return None
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
+def save_record(out: Path, record: dict) -> None:
+    text = json.dumps(record, indent=2, default=str)
+    write_atomically(out / "results.json", lambda tmp: tmp.write_text(text))
+
+
 def tracking_identity(cfg: DictConfig, hc: DictConfig, out: Path) -> tuple[str, str, list[str]]:
     """W&B group (the sweep, or "single"), run name and tags, so IDs compare side by side."""
     group = "single"
@@ -193,7 +218,11 @@ def main(cfg: DictConfig) -> None:
         "parent": cfg.get("parent"),
         "status": "running",
     }
+    # Claim the dir before touching anything in it: from here on a kill leaves a "running"
+    # record of this config, never an earlier job's "ok" beside this job's weights.
+    save_record(out, record)
     t = time.perf_counter()
+    previous = on_sigterm(_terminated)  # Slurm preemption: recorded like Ctrl-C
     try:
         if config_error is not None:
             raise config_error
@@ -208,9 +237,9 @@ def main(cfg: DictConfig) -> None:
             status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()
         )
     finally:
+        on_sigterm(previous)
         record["total_seconds"] = time.perf_counter() - t
-        text = json.dumps(record, indent=2, default=str)
-        write_atomically(out / "results.json", lambda tmp: tmp.write_text(text))
+        save_record(out, record)
     # after results.json, so that a tracking failure never loses the job's results
     if cfg.logger.get("name") == "wandb":
         log_job(record, out, cfg.logger, *tracking_identity(cfg, hc, out))

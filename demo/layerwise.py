@@ -55,7 +55,7 @@ def layer_accuracies(upstream, task, rows, cfg: DictConfig, cache: str | Path | 
     for layer in range(feats.features.shape[1]):
         one = replace(feats, features=feats.features[:, layer : layer + 1])
         if task.kind == "kfold":
-            out.append(100 * fit_kfold(one, **kwargs)["mean"])
+            out.append(100 * fit_kfold(one, **kwargs)[0]["mean"])
         else:
             out.append(100 * fit_probe(one, **kwargs).test_accuracy)
     return out

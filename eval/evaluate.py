@@ -27,7 +27,7 @@ from eval.features import (
     dataset_key,
     pooled_features,
 )
-from eval.probe import fit_kfold, fit_probe
+from eval.probe import fit_kfold, fit_probes
 from eval.s3prl import run_commands, s3prl_commands, task_metrics, write_script
 from eval.scores import PAPER_FBANK, suite_scores, usable_floors
 from eval.stats import LEVEL, RESAMPLES, SEED, intervals, majority, point, score_rows
@@ -184,7 +184,7 @@ def probe_task(
             "errors": [c.test_errors for c in fits],
         }
     elif task.kind == "kfold":
-        fits = [fit_kfold(feats, **kwargs, seed=s) for s in seeds]
+        fits = fit_kfold(feats, seeds=seeds, **kwargs)
         values = [100 * k["mean"] for k in fits]
         folds = sorted(fits[0]["folds"])
         per_fold = {f: mean([100 * k["folds"][f] for k in fits]) for f in folds}
@@ -197,7 +197,7 @@ def probe_task(
             "predictions": [[k["predictions"][e.path] for e in tested] for k in fits],
         }
     else:
-        fits = [fit_probe(feats, **kwargs, seed=s) for s in seeds]
+        fits = fit_probes(feats, seeds=seeds, **kwargs)
         values = [100 * r.test_accuracy for r in fits]
         out.update(
             valid=mean([100 * r.valid_accuracy for r in fits]),

@@ -7,10 +7,10 @@ validation split; the test split is scored once, with the chosen setting.
 
 from __future__ import annotations
 
-import copy
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,11 @@ from eval.data import Example, hash_split
 from eval.features import PooledFeatures
 
 
-class UtteranceProbe(L.LightningModule):
-    def __init__(self, layers: int, dim: int, classes: int, hidden: int = 0, lr: float = 1e-3):
+class UtteranceProbe(nn.Module):
+    """s3prl's utterance head: softmax weights over layers, then a linear or MLP classifier."""
+
+    def __init__(self, layers: int, dim: int, classes: int, hidden: int = 0):
         super().__init__()
-        self.lr = lr
         self.layer_logits = nn.Parameter(torch.zeros(layers))
         self.head = (
             nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, classes))
@@ -40,13 +41,6 @@ class UtteranceProbe(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.einsum("l,bld->bd", self.layer_weights(), x))
-
-    def training_step(self, batch, _idx):
-        x, y = batch
-        return nn.functional.cross_entropy(self(x), y)
-
-    def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
 
 
 @dataclass
@@ -95,6 +89,18 @@ def fit_quietly(
         fitter.fit(model, loader)
 
 
+@contextmanager
+def one_thread():
+    """Probe-sized ops run fastest on one CPU thread (10x and more when the cores are busy,
+    measured), and one thread also makes their float sums independent of the thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     model.cpu().float().eval()  # whatever device and precision it was trained in
     with torch.no_grad():
@@ -111,16 +117,61 @@ def _split(feats: PooledFeatures, name: str, labels: dict[str, int]):
     return feats.features[idx], y, idx
 
 
-def fit_probe(
+class ProbeBank(L.LightningModule):
+    """Several independent probes (one per (seed, learning rate)) trained in one Lightning
+    fit: each has its own seed's initialisation, its own seed's shuffle of the training clips
+    every epoch and its own learning rate, so each is the probe a fit of its own would train;
+    one fit instead of many saves Lightning's per-step overhead, which dominates probes this
+    small."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        classes: int,
+        hidden: int,
+        runs: Sequence[tuple[int, float]],
+    ):
+        super().__init__()
+        self.x, self.y, self.runs = x, y, list(runs)
+        probes = []
+        for seed, _ in self.runs:
+            torch.manual_seed(seed)
+            probes.append(UtteranceProbe(x.shape[1], x.shape[2], classes, hidden))
+        self.probes = nn.ModuleList(probes)
+        self.shuffles = [torch.Generator().manual_seed(seed) for seed, _ in self.runs]
+        self.orders: list[torch.Tensor] = []
+
+    def on_train_epoch_start(self) -> None:
+        self.orders = [torch.randperm(len(self.y), generator=g) for g in self.shuffles]
+
+    def training_step(self, batch, _idx):
+        (positions,) = batch
+        loss = 0.0
+        for probe, order in zip(self.probes, self.orders, strict=True):
+            idx = order[positions.cpu()]
+            x, y = self.x[idx].to(self.device), self.y[idx].to(self.device)
+            loss = loss + nn.functional.cross_entropy(probe(x), y)  # gradients stay separate
+        return loss
+
+    def configure_optimizers(self):
+        groups = [
+            {"params": p.parameters(), "lr": lr}
+            for p, (_, lr) in zip(self.probes, self.runs, strict=True)
+        ]
+        return torch.optim.Adam(groups)
+
+
+def fit_probes(
     feats: PooledFeatures,
     lrs: Sequence[float] = (1e-3, 1e-2),
     hidden: int = 0,
     epochs: int = 40,
     batch_size: int = 32,
-    seed: int = 0,
+    seeds: Sequence[int] = (0,),
     trainer: Mapping[str, Any] | None = None,
-) -> ProbeResult:
-    """Train one probe per learning rate; keep the best on validation; score test.
+) -> list[ProbeResult]:
+    """Per seed: one probe per learning rate, the best on validation scored on test.
 
     ``trainer`` holds Lightning's hardware settings (accelerator, devices, strategy, precision)
     only, so that where a probe is trained never changes what it is keyed by in the cache.
@@ -137,32 +188,41 @@ def fit_probe(
     mean, std = xtr.mean(0, keepdim=True), xtr.std(0, keepdim=True).clamp(min=1e-6)
     xtr, xva, xte = ((x - mean) / std for x in (xtr, xva, xte))
 
-    best: tuple[float, float, nn.Module] | None = None
-    for lr in lrs:
-        L.seed_everything(seed, workers=True, verbose=False)
-        model = UtteranceProbe(xtr.shape[1], xtr.shape[2], len(classes), hidden, lr)
-        loader = DataLoader(
-            TensorDataset(xtr, ytr),
-            batch_size=batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(seed),
+    runs = [(seed, lr) for seed in seeds for lr in lrs]
+    L.seed_everything(0, workers=True, verbose=False)
+    bank = ProbeBank(xtr, ytr, len(classes), hidden, runs)
+    positions = DataLoader(TensorDataset(torch.arange(len(ytr))), batch_size=batch_size)
+    with one_thread():
+        fit_quietly(bank, positions, epochs, trainer)
+    results = []
+    for seed in seeds:
+        best: tuple[float, float, nn.Module] | None = None
+        for (s, lr), model in zip(runs, bank.probes, strict=True):
+            if s != seed:
+                continue
+            score = _accuracy(model, xva, yva)
+            if best is None or score > best[0]:
+                best = (score, lr, model)
+        assert best is not None
+        valid, lr, model = best
+        predicted = _predict(model, xte)
+        results.append(
+            ProbeResult(
+                float((predicted == yte).float().mean()),
+                valid,
+                lr,
+                model.layer_weights().tolist(),
+                classes,
+                [feats.examples[i].path for i in test],
+                [classes[k] for k in predicted.tolist()],
+            )
         )
-        fit_quietly(model, loader, epochs, trainer)
-        score = _accuracy(model, xva, yva)
-        if best is None or score > best[0]:
-            best = (score, lr, copy.deepcopy(model))
-    assert best is not None
-    valid, lr, model = best
-    predicted = _predict(model, xte)
-    return ProbeResult(
-        float((predicted == yte).float().mean()),
-        valid,
-        lr,
-        model.layer_weights().tolist(),
-        classes,
-        [feats.examples[i].path for i in test],
-        [classes[k] for k in predicted.tolist()],
-    )
+    return results
+
+
+def fit_probe(feats: PooledFeatures, seed: int = 0, **kwargs) -> ProbeResult:
+    """One seed's probe (``fit_probes`` with a single seed)."""
+    return fit_probes(feats, seeds=(seed,), **kwargs)[0]
 
 
 def clip_key(e: Example) -> str:
@@ -170,12 +230,15 @@ def clip_key(e: Example) -> str:
     return "/".join(Path(e.path).parts[-2:])
 
 
-def fit_kfold(feats: PooledFeatures, **kwargs) -> dict:
-    """Leave-one-fold-out over the ``fold<k>`` splits; validation is a hashed 10% of the rest."""
+def fit_kfold(feats: PooledFeatures, seeds: Sequence[int] = (0,), **kwargs) -> list[dict]:
+    """Leave-one-fold-out over the ``fold<k>`` splits; validation is a hashed 10% of the rest.
+    One result per seed: fold accuracies, their mean and std, and every clip's prediction by
+    the probe that held it out."""
     folds = sorted({e.split for e in feats.examples})
     if len(folds) < 2 or not all(f.startswith("fold") for f in folds):
         raise ValueError(f"k-fold probing needs fold<k> splits, got {folds}")
-    per_fold, predictions = {}, {}
+    per_fold: list[dict[str, float]] = [{} for _ in seeds]
+    predictions: list[dict[str, str]] = [{} for _ in seeds]
     for fold in folds:
         examples = [
             Example(
@@ -184,16 +247,21 @@ def fit_kfold(feats: PooledFeatures, **kwargs) -> dict:
             for e in feats.examples
         ]
         held_out = PooledFeatures(feats.features, examples, feats.skipped, 0.0, feats.cached)
-        result = fit_probe(held_out, **kwargs)
-        per_fold[fold] = result.test_accuracy
-        predictions.update(zip(result.test_paths, result.test_predictions, strict=True))
-    accs = torch.tensor(list(per_fold.values()))
-    return {
-        "mean": float(accs.mean()),
-        "std": float(accs.std(unbiased=False)),
-        "folds": per_fold,
-        "predictions": predictions,  # every clip, predicted by the probe that held it out
-    }
+        for k, result in enumerate(fit_probes(held_out, seeds=seeds, **kwargs)):
+            per_fold[k][fold] = result.test_accuracy
+            predictions[k].update(zip(result.test_paths, result.test_predictions, strict=True))
+    out = []
+    for accs, preds in zip(per_fold, predictions, strict=True):
+        values = torch.tensor(list(accs.values()))
+        out.append(
+            {
+                "mean": float(values.mean()),
+                "std": float(values.std(unbiased=False)),
+                "folds": accs,
+                "predictions": preds,
+            }
+        )
+    return out
 
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -19,6 +20,22 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     write(tmp)
     os.replace(tmp, path)
+    return path
+
+
+def replace_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write`` on a temporary sibling dir of ``path``, then swap it into place: a
+    reader finds the old dir whole or the new one whole, never a mix of both."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    old = path.with_name(f"{path.name}.old{os.getpid()}")
+    for stale in path.parent.glob(f"{path.name}.tmp*"):  # left by a killed writer
+        shutil.rmtree(stale, ignore_errors=True)
+    write(tmp)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
     return path
 
 

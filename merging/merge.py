@@ -15,6 +15,7 @@ from transformers import HubertModel, Wav2Vec2FeatureExtractor
 from merging.analysis import alignment_table
 from merging.calibrate import PointStats
 from merging.combine import interpolate
+from merging.files import replace_dir
 from merging.load import Encoder, check_mergeable
 from merging.match import Scope, match
 from merging.spec import PermSpec, apply_permutations, build_spec
@@ -58,9 +59,15 @@ def merge(
 
 
 def export(encoder: Encoder, directory: str | Path, card: Mapping | None = None) -> Path:
-    """Write an HF checkpoint that transformers and s3prl's ``hf_hubert_custom`` load offline."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write an HF checkpoint that transformers and s3prl's ``hf_hubert_custom`` load offline.
+
+    It is written beside ``directory`` and swapped into place whole, so a job killed while
+    exporting leaves the previous checkpoint (or none), never half of each."""
+    return replace_dir(directory, lambda tmp: _export(encoder, tmp, card))
+
+
+def _export(encoder: Encoder, directory: Path, card: Mapping | None) -> None:
+    directory.mkdir(parents=True)
     encoder.model.save_pretrained(directory)
     Wav2Vec2FeatureExtractor(
         feature_size=1,
@@ -71,4 +78,3 @@ def export(encoder: Encoder, directory: str | Path, card: Mapping | None = None)
     ).save_pretrained(directory)
     if card is not None:
         (directory / "merge.json").write_text(json.dumps(card, indent=2, default=str))
-    return directory

@@ -140,7 +140,7 @@ def test_kfold_probe_holds_out_each_fold(tmp_path, two_class):
     rows = labelled_folder(two_class)
     folded = [Example(r.path, r.label, f"fold{1 + i % 3}") for i, r in enumerate(rows)]
     feats = pooled_features(LOGMEL, folded, tmp_path, progress=False)
-    result = fit_kfold(feats, epochs=20)
+    (result,) = fit_kfold(feats, epochs=20)
     assert set(result["folds"]) == {"fold1", "fold2", "fold3"}
     assert result["mean"] > 0.9 and result["std"] < 0.1
     with pytest.raises(ValueError, match="fold<k>"):
@@ -210,7 +210,7 @@ def test_kfold_validation_split_does_not_depend_on_where_the_dataset_lies(tmp_pa
         rows = [Example(e.path, e.label, f"fold{i % 3 + 1}") for i, e in enumerate(rows)]
         enc = random_encoder(tiny_config(), 0)
         feats = pooled_features(EncoderUpstream(enc), rows, None, progress=False)
-        results.append(fit_kfold(feats, lrs=[0.01], epochs=3))
+        results.append(fit_kfold(feats, lrs=[0.01], epochs=3)[0])
         splits.append([hash_split(clip_key(e), 0.1, 0.0) for e in rows])
     assert splits[0] == splits[1] and len(set(splits[0])) == 2
     assert results[0]["folds"] == results[1]["folds"]

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -19,6 +26,7 @@ CFG = OmegaConf.create(
         "probe": {"hidden": 0, "lrs": [0.01], "epochs": 8, "batch_size": 32, "seeds": [0]},
     }
 )
+ROOT = Path(__file__).resolve().parents[1]
 TASK = Task("t", "t", "music", "utterance", "accuracy", None, 1.0)
 
 
@@ -59,3 +67,91 @@ def test_a_damaged_cache_entry_is_named_removed_and_recomputed(folder, tmp_path,
     assert not again[f"{'probe' if kind == 'probes' else 'features'}_cached"]
     assert again["value"] == first["value"] and again["test"] == first["test"]
     assert entry.is_file()  # written anew
+
+
+# --- a job dir never holds an ok record beside another job's weights ---------------------------
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    from merging.merge import export
+    from tests.helpers import random_encoder, tiny_config
+    from tests.test_audio import write_mixed_folder
+
+    root = tmp_path_factory.mktemp("pair")
+    export(random_encoder(tiny_config(), 0), root / "A")
+    export(random_encoder(tiny_config(), 1), root / "B")
+    write_mixed_folder(root / "calib")
+    make_two_class_folder(root / "task", per_class=12)
+    return root
+
+
+def job(pair, out, alpha, *extra):
+    return [
+        sys.executable,
+        str(ROOT / "run.py"),
+        "pair=local",
+        f"pair.a={pair / 'A'}",
+        f"pair.b={pair / 'B'}",
+        "calibration=default",
+        f"calibration.dirs=[{pair / 'calib'}]",
+        "calibration.size=3",
+        f"merge.alpha={alpha}",
+        "logger=none",
+        "progress=false",
+        f"paths.cache={pair / 'cache'}",
+        f"hydra.run.dir={out}",
+        *extra,
+    ]
+
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
+
+
+def test_a_job_killed_after_export_leaves_no_ok_record_beside_its_weights(pair, tmp_path):
+    out = tmp_path / "D"
+    x = job(pair, out, 0.9, "eval=none")
+    subprocess.run(x, env=ENV, check=True, capture_output=True, timeout=300)
+    alpha = lambda: json.loads((out / "merged" / "merge.json").read_text())["alpha"]  # noqa: E731
+    assert alpha() == 0.9
+    slow_eval = ("eval=folder", f"eval.root={pair / 'task'}", "eval.probe.epochs=30")
+    y = subprocess.Popen(
+        job(pair, out, 0.5, *slow_eval),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and y.poll() is None:
+        try:
+            if alpha() == 0.5:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    y.send_signal(signal.SIGKILL)
+    y.wait()
+    record = json.loads((out / "results.json").read_text())
+    assert record["status"] == "running" and record["config"]["merge"]["alpha"] == 0.5
+    assert not list(out.glob("merged.*"))  # no half-written checkpoint beside it
+    done = subprocess.run(x, env=ENV, capture_output=True, text=True, timeout=300)
+    assert "skipped" not in done.stdout + done.stderr  # Y's claim: X is not taken as done
+    assert json.loads((out / "results.json").read_text())["status"] == "ok"
+    assert alpha() == 0.9
+
+
+def test_sigterm_is_recorded_as_interrupted(pair, tmp_path):
+    out = tmp_path / "T"
+    slow_eval = ("eval=folder", f"eval.root={pair / 'task'}", "eval.probe.epochs=200")
+    p = subprocess.Popen(
+        job(pair, out, 0.9, *slow_eval),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "merged" / "merge.json").is_file():
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=120)
+    assert json.loads((out / "results.json").read_text())["status"] == "interrupted"
