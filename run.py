@@ -69,9 +69,28 @@ def check_parent(cfg: DictConfig) -> None:
         )
 
 
+def check_config(cfg: DictConfig) -> None:
+    """The values a typo would otherwise only reveal after calibration."""
+    alpha = cfg.merge.alpha
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
+        raise ValueError(f"merge.alpha must be a number in [0, 1] (the weight of A), got {alpha!r}")
+    if cfg.merge.method != "linear":
+        raise ValueError(f"merge.method {cfg.merge.method!r} is not known (choose: linear)")
+    size = cfg.calibration.size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"calibration.size must be a positive integer, got {size!r}")
+
+
 def merge_job(cfg: DictConfig, out: Path) -> dict:
     """conf -> merging: load, calibrate (cached), match, permute, combine, export."""
     torch.manual_seed(cfg.seed)
+    check_config(cfg)
+    suite = None
+    if cfg.eval.name != "none" and cfg.eval.get("backend") != "s3prl":
+        from eval.evaluate import build_suite, check_suite  # merging never depends on eval
+
+        suite = build_suite(cfg.eval)  # every dataset root and split checked before any pass
+        check_suite(suite)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     a = load_encoder(cfg.pair.a, cfg.device)
@@ -96,8 +115,6 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
 
     p = cfg.permute
     scope = Scope(cnn=p.cnn, ffn=p.ffn, attn=p.attn, res=p.res)
-    if cfg.merge.method != "linear":
-        raise ValueError(f"merge.method {cfg.merge.method!r} is not known (choose: linear)")
     result = merge(a, b, stats, scope, cfg.merge.alpha)
     if cfg.get("parent") is not None:  # the parent's weights (exact); its input convention too
         result.encoder.normalize = {"a": a, "b": b}[cfg.parent].normalize
@@ -140,6 +157,7 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
                 parents=(a, b),
                 trainer=OmegaConf.to_container(cfg.trainer, resolve=True),
                 progress=cfg.progress,
+                suite=suite,
             )
         seconds["evaluation"] = time.perf_counter() - t
     return {

@@ -75,6 +75,27 @@ def build_suite(cfg: DictConfig) -> list[tuple[Task, list[Example]]]:
     raise ValueError(f"eval={cfg.name!r} is not known (choose: none, demo, folder, paper)")
 
 
+def check_suite(suite: list[tuple[Task, list[Example]]]) -> None:
+    """Fail before any forward pass on a task that cannot be probed: no training or test
+    clips, or (classification) fewer than two classes."""
+    for t, rows in suite:
+        splits = {e.split for e in rows}
+        where = f"eval: task {t.name!r}"
+        if t.kind == "kfold":
+            if len(splits) < 2:
+                raise ValueError(f"{where} needs at least two folds, got {sorted(splits)}")
+        elif not {"train", "test"} <= splits:
+            raise ValueError(
+                f"{where} needs train and test clips, got splits {sorted(splits)} "
+                f"({len(rows)} clips): add files or name the splits in its manifest"
+            )
+        if t.kind != "ctc" and len({e.label for e in rows}) < 2:
+            raise ValueError(
+                f"{where} has one class ({rows[0].label!r}) in {len(rows)} clips: a probe "
+                "would score 100% on it; check the dataset's folder layout or labels"
+            )
+
+
 def demo_suite(cfg: DictConfig) -> list[tuple[Task, list[Example]]]:
     """The built-in synthetic suite, generated into the cache on first use."""
     from demo.suite import TASKS, build_suite, default_root  # only the demo needs its deps
@@ -280,11 +301,14 @@ def evaluate(
     parents: tuple[Encoder, Encoder] | None = None,
     trainer: Mapping[str, Any] | None = None,
     progress: bool = True,
+    suite: list[tuple[Task, list[Example]]] | None = None,
 ) -> dict:
     """Per-task metrics of a frozen encoder; with ``parents`` also the references (the parents,
     s3prl's FBANK, and the two parents' layer fusion), the floors, the scores and their
-    bootstrap intervals. Per-clip outcomes of every upstream are in ``predictions``."""
-    suite = build_suite(cfg)
+    bootstrap intervals. Per-clip outcomes of every upstream are in ``predictions``.
+    ``suite``: the configured suite if already built (``build_suite``)."""
+    suite = suite if suite is not None else build_suite(cfg)
+    check_suite(suite)
 
     def run(upstream: Upstream, kinds: tuple[str, ...] = KINDS) -> dict[str, dict]:
         return {

@@ -90,6 +90,12 @@ def load_encoder(spec: str | os.PathLike, device: str | torch.device = "cpu") ->
         encoder = _load_hub(spec)
     # Merging and probing run in float32 whatever the checkpoint stores (fp16, bf16).
     encoder.model.to(device, torch.float32).eval().requires_grad_(False)
+    for name, tensor in encoder.model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise EncoderLoadError(
+                f"{spec}: tensor {name} holds NaN or infinite values; a merge or probe of it "
+                "would be meaningless (is the checkpoint damaged, or did its training diverge?)"
+            )
     return encoder
 
 

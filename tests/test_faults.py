@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from eval.data import Example, labelled_folder
@@ -155,3 +156,37 @@ def test_sigterm_is_recorded_as_interrupted(pair, tmp_path):
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=120)
     assert json.loads((out / "results.json").read_text())["status"] == "interrupted"
+
+
+# --- validation before the expensive work --------------------------------------------------
+
+
+def test_bad_values_fail_before_any_forward_pass_naming_what_to_fix(tmp_path):
+    import run
+    from eval.evaluate import check_suite
+    from merging.load import EncoderLoadError, load_encoder
+    from merging.merge import export
+    from tests.helpers import random_encoder, tiny_config
+    from tests.test_runner import composed
+
+    for alpha in ("abc", 1.5, True):
+        with pytest.raises(
+            ValueError, match=f"merge.alpha must be a number in \\[0, 1\\].*{alpha!r}"
+        ):
+            run.check_config(composed(f"merge.alpha={alpha}"))
+    with pytest.raises(ValueError, match="calibration.size must be a positive integer"):
+        run.check_config(composed("calibration.size=0"))
+
+    one_class = [Example(f"/d/x{i}.wav", "x", ("train", "test")[i % 2]) for i in range(6)]
+    with pytest.raises(ValueError, match="task 't' has one class \\('x'\\) in 6 clips"):
+        check_suite([(TASK, one_class)])
+    no_test = [Example(f"/d/x{i}.wav", "xy"[i % 2], "train") for i in range(6)]
+    with pytest.raises(ValueError, match="task 't' needs train and test clips"):
+        check_suite([(TASK, no_test)])
+
+    enc = random_encoder(tiny_config(), 0)
+    with torch.no_grad():
+        enc.model.encoder.layers[1].feed_forward.output_dense.weight[3, 2] = float("nan")
+    export(enc, tmp_path / "nan")
+    with pytest.raises(EncoderLoadError, match="encoder.layers.1.feed_forward.output_dense.weight"):
+        load_encoder(tmp_path / "nan")
