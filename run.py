@@ -7,7 +7,6 @@ python run.py -m experiment=id1,id5 hydra.sweep.dir=multirun/mine   # started ag
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -32,7 +31,7 @@ from merging.load import check_mergeable, load_encoder
 from merging.match import Scope
 from merging.merge import export, merge
 from merging.runtime import keep_freed_memory
-from report.results import checkpoint_stamp, finished
+from report.results import checkpoint_stamp, finished, to_json
 from report.tracking import log_job
 
 log = logging.getLogger("run")
@@ -198,7 +197,7 @@ def on_sigterm(handler):
 
 
 def save_record(out: Path, record: dict) -> None:
-    text = json.dumps(record, indent=2, default=str)
+    text = to_json(record)
     write_atomically(out / "results.json", lambda tmp: tmp.write_text(text))
 
 

@@ -12,6 +12,22 @@ from typing import Any
 VOLATILE = ("progress", "paths", "logger", "resume", "report")
 
 
+def to_json(value: Any, indent: str = "  ", level: int = 0) -> str:
+    """Indented JSON whose lists of plain values stay on one line: per-clip outcomes (ids,
+    labels, predictions) would otherwise take a line per clip."""
+    pad, inner = indent * level, indent * (level + 1)
+    if isinstance(value, Mapping) and value:
+        items = [
+            f"{inner}{json.dumps(str(k))}: {to_json(v, indent, level + 1)}"
+            for k, v in value.items()
+        ]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list | tuple) and any(isinstance(v, Mapping) for v in value):
+        items = [f"{inner}{to_json(v, indent, level + 1)}" for v in value]
+        return "[\n" + ",\n".join(items) + f"\n{pad}]"
+    return json.dumps(value, default=str)
+
+
 def comparable(config: Mapping[str, Any]) -> Any:
     """The config as results.json stores it (JSON types), without its volatile fields."""
     kept = {k: v for k, v in config.items() if k not in VOLATILE}
