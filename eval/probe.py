@@ -108,7 +108,7 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float((_predict(model, x) == y).float().mean()) if len(y) else float("nan")
+    return float((_predict(model, x) == y).double().mean()) if len(y) else float("nan")
 
 
 def _split(feats: PooledFeatures, name: str, labels: dict[str, int]):
@@ -208,7 +208,7 @@ def fit_probes(
         predicted = _predict(model, xte)
         results.append(
             ProbeResult(
-                float((predicted == yte).float().mean()),
+                float((predicted == yte).double().mean()),
                 valid,
                 lr,
                 model.layer_weights().tolist(),
@@ -252,7 +252,7 @@ def fit_kfold(feats: PooledFeatures, seeds: Sequence[int] = (0,), **kwargs) -> l
             predictions[k].update(zip(result.test_paths, result.test_predictions, strict=True))
     out = []
     for accs, preds in zip(per_fold, predictions, strict=True):
-        values = torch.tensor(list(accs.values()))
+        values = torch.tensor(list(accs.values()), dtype=torch.float64)
         out.append(
             {
                 "mean": float(values.mean()),
