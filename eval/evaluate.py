@@ -306,9 +306,10 @@ def evaluate(
     """Per-task metrics of a frozen encoder; with ``parents`` also the references (the parents,
     s3prl's FBANK, and the two parents' layer fusion), the floors, the scores and their
     bootstrap intervals. Per-clip outcomes of every upstream are in ``predictions``.
-    ``suite``: the configured suite if already built (``build_suite``)."""
-    suite = suite if suite is not None else build_suite(cfg)
-    check_suite(suite)
+    ``suite``: the configured suite if already built and checked (``check_suite``)."""
+    if suite is None:
+        suite = build_suite(cfg)
+        check_suite(suite)
 
     def run(upstream: Upstream, kinds: tuple[str, ...] = KINDS) -> dict[str, dict]:
         return {
