@@ -167,8 +167,8 @@ def test_soundfont_note_has_its_pitch(key):
 
 
 def test_run_scores_a_merge_on_the_demo_suite(built, tmp_path):
-    """run.py with eval=demo end to end (on the small build): per-task metrics, the parents'
-    and FBANK's references, and both domain scores."""
+    """run.py with eval=demo end to end (on the small build): per-task metrics, the parents',
+    FBANK's and the layer fusion's references, the floors, and both domain scores."""
     root, _ = built
     for name, seed in (("A", 0), ("B", 1)):
         export(random_encoder(tiny_config(), seed), tmp_path / name)
@@ -205,7 +205,9 @@ def test_run_scores_a_merge_on_the_demo_suite(built, tmp_path):
     evaluation = results["evaluation"]
     assert set(evaluation["tasks"]) == {"ks", "er", "pitchid"}
     assert "folds" in evaluation["tasks"]["er"]  # k-fold, like IEMOCAP
-    assert set(evaluation["references"]) == {"a", "b", "fbank"}
+    assert set(evaluation["references"]) == {"a", "b", "fbank", "fusion"}
+    assert set(evaluation["floors"]) == {"ks", "er"}  # the speech tasks, from their labels
+    assert set(evaluation["predictions"]) == {"merged", "a", "b", "fbank", "fusion"}
     scores = evaluation["scores"]
     for domain in ("speech", "music"):  # a random tiny parent may score 0: then an error says so
         assert isinstance(scores[domain], float) or f"{domain}_error" in scores
