@@ -164,7 +164,9 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
         "alpha": cfg.merge.alpha,
         "calibration": {
             "clips": len(clips),
-            "skipped": skipped,
+            "requested": cal.size,
+            "skipped": len(skipped),
+            "skipped_files": skipped[:10],  # the first few, by name
             "audio_seconds": sum(c.wave.numel() for c in clips) / a.sample_rate,
             "cached": cached,
         },

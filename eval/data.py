@@ -34,10 +34,17 @@ def labelled_folder(root: str | Path, valid: float = 0.1, test: float = 0.2) -> 
     root = Path(root).expanduser()
     if not root.is_dir():
         raise AudioError(f"dataset folder {str(root)!r} does not exist")
-    rows = []
+    rows, seen = [], {}
     for cls in sorted(p for p in root.iterdir() if p.is_dir()):
         for f in sorted(cls.rglob("*")):
             if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file():
+                real = f.resolve()
+                if real in seen:  # e.g. a class folder that links to the dataset's root
+                    raise AudioError(
+                        f"{f} is the same file as {seen[real]}: a clip can have one label only "
+                        "(is a class folder a symlink to another folder?)"
+                    )
+                seen[real] = f
                 rel = f.relative_to(root).as_posix()
                 rows.append(Example(str(f), cls.name, hash_split(rel, valid, test)))
     if not rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Sequence
@@ -14,6 +15,8 @@ import soxr
 import torch
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"}
+
+log = logging.getLogger("merging.audio")
 
 
 class AudioError(RuntimeError):
@@ -77,16 +80,17 @@ def calibration_clips(
     max_seconds: float,
     seed: int,
     min_samples: int = 400,
-) -> tuple[list[Clip], int]:
+) -> tuple[list[Clip], list[str]]:
     """Pick ``size`` clips, balanced across ``dirs`` (round-robin after a seeded shuffle).
 
-    Returns the clips and the number of files skipped as unreadable, empty, silent or too
-    short. With no ``dirs`` a synthetic set is generated.
+    Returns the clips and the files skipped as unreadable, empty, silent or too short. With
+    no ``dirs`` a synthetic set is generated. Fewer usable files than ``size`` is a warning
+    with both numbers, not an error.
     """
     if size <= 0:
         raise AudioError(f"calibration.size must be positive, got {size}")
     if not dirs:
-        return synthetic_clips(size, rate, max_seconds, seed), 0
+        return synthetic_clips(size, rate, max_seconds, seed), []
     pools = []
     for d in dirs:
         files = list_audio(d)
@@ -95,7 +99,7 @@ def calibration_clips(
         random.Random(seed).shuffle(files)
         pools.append(files)
     clips: list[Clip] = []
-    skipped = 0
+    skipped: list[str] = []
     cursors = [0] * len(pools)
     while len(clips) < size and any(c < len(p) for c, p in zip(cursors, pools, strict=True)):
         for i, pool in enumerate(pools):  # one usable clip from each folder in turn
@@ -104,10 +108,19 @@ def calibration_clips(
                 cursors[i] += 1
                 wave = read_audio(path, rate, max_seconds)
                 if wave is None or wave.size < min_samples:
-                    skipped += 1
+                    skipped.append(str(path))
                     continue
                 clips.append(Clip(str(path), torch.from_numpy(wave)))
                 break
     if not clips:
         raise AudioError(f"no usable audio in {', '.join(map(str, dirs))}")
+    if len(clips) < size:
+        log.warning(
+            "calibration.size=%d but only %d usable clips in %s (%d skipped): using %d",
+            size,
+            len(clips),
+            ", ".join(map(str, dirs)),
+            len(skipped),
+            len(clips),
+        )
     return clips, skipped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -16,10 +17,15 @@ log = logging.getLogger("merging.cache")
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write`` on a temporary sibling of ``path``, then move it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise OSError(f"could not write {path}: {err.strerror or err}") from err
     return path
 
 

@@ -57,9 +57,17 @@ class Encoder:
         return self.model.config
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
 def _read_json(path: Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise EncoderLoadError(
+            f"{path} is not readable JSON ({err}); is the checkpoint complete?"
+        ) from None
 
 
 def _preprocessing(directory: Path | None, config: dict) -> tuple[int, bool]:
@@ -129,7 +137,10 @@ def _load_local(directory: Path) -> Encoder:
         try:
             model = HubertModel.from_pretrained(directory, local_files_only=True)
         except Exception as err:  # noqa: BLE001
-            raise EncoderLoadError(f"could not load {directory}: {err}") from None
+            files = [p.name for p in sorted(directory.iterdir()) if p.suffix in WEIGHT_SUFFIXES]
+            raise EncoderLoadError(
+                f"could not load {directory} (weights: {', '.join(files) or 'none'}): {err}"
+            ) from None
     else:
         model = _load_remapped(directory, raw)
     return Encoder(model, str(directory), rate, normalize)
@@ -140,7 +151,10 @@ def _read_state(directory: Path) -> dict[str, torch.Tensor]:
     if st.is_file():
         from safetensors.torch import load_file
 
-        return load_file(str(st))
+        try:
+            return load_file(str(st))
+        except Exception as err:  # noqa: BLE001 - safetensors raises its own types
+            raise EncoderLoadError(f"{st} is not a readable safetensors file ({err})") from None
     bins = sorted(directory.glob("pytorch_model*.bin"))
     if not bins:
         raise EncoderLoadError(f"{directory} has neither model.safetensors nor pytorch_model.bin")

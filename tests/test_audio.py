@@ -37,7 +37,7 @@ def test_calibration_set_skips_and_counts_bad_files_and_balances_folders(tmp_pat
     for i in range(4):
         sf.write(music / f"m{i}.wav", tone(16000, 0.5, 200 + 50 * i), 16000)
     clips, skipped = calibration_clips([speech, music], 6, 16000, 1.0, seed=0)
-    assert len(clips) == 6 and skipped == 2
+    assert len(clips) == 6 and len(skipped) == 2
     assert sum("music" in c.name for c in clips) == 3
     assert max(c.wave.numel() for c in clips) <= 16000  # cropped to max_seconds
     again, _ = calibration_clips([speech, music], 6, 16000, 1.0, seed=0)

@@ -190,3 +190,48 @@ def test_bad_values_fail_before_any_forward_pass_naming_what_to_fix(tmp_path):
     export(enc, tmp_path / "nan")
     with pytest.raises(EncoderLoadError, match="encoder.layers.1.feed_forward.output_dense.weight"):
         load_encoder(tmp_path / "nan")
+
+
+def test_inputs_that_would_be_silently_wrong_are_named(tmp_path, caplog):
+    from eval.data import labelled_folder
+    from merging.audio import AudioError, calibration_clips
+    from merging.files import write_atomically
+    from merging.load import EncoderLoadError, load_encoder
+    from merging.merge import export
+    from tests.helpers import random_encoder, tiny_config
+    from tests.test_audio import write_mixed_folder
+
+    root = make_two_class_folder(tmp_path / "task", per_class=3)
+    (root / "loop").symlink_to(root, target_is_directory=True)  # every clip again, as "loop"
+    with pytest.raises(AudioError, match="is the same file as"):
+        labelled_folder(root)
+
+    folder = write_mixed_folder(tmp_path / "calib")
+    with caplog.at_level(logging.WARNING):
+        clips, skipped = calibration_clips([folder], 1000, 16000, 1.0, 0)
+    assert f"calibration.size=1000 but only {len(clips)} usable clips" in caplog.text
+    assert skipped and all(Path(s).parent == folder for s in skipped)  # named, not counted
+
+    ckpt = export(random_encoder(tiny_config(), 0), tmp_path / "A")
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(
+        EncoderLoadError, match=f"could not load {ckpt} \\(weights: model.safetensors\\)"
+    ):
+        load_encoder(ckpt)
+    (ckpt / "config.json").write_text('{"model_type": "hub')
+    with pytest.raises(EncoderLoadError, match=f"{ckpt / 'config.json'} is not readable JSON"):
+        load_encoder(ckpt)
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: a missing dir instead
+            locked = tmp_path / "file-not-dir"
+            locked.write_text("")
+        with pytest.raises(OSError, match=f"could not write {locked / 'results.json'}"):
+            write_atomically(locked / "results.json", lambda tmp: tmp.write_text("{}"))
+        assert not list(tmp_path.glob("**/results.json.tmp*"))
+    finally:
+        (tmp_path / "locked").chmod(0o700)
