@@ -31,7 +31,7 @@ from merging.load import check_mergeable, load_encoder
 from merging.match import Scope
 from merging.merge import export, merge
 from merging.runtime import keep_freed_memory
-from report.results import checkpoint_stamp, finished, to_json
+from report.results import checkpoint_stamp, code_stamp, finished, to_json
 from report.tracking import log_job
 
 log = logging.getLogger("run")
@@ -227,12 +227,18 @@ def main(cfg: DictConfig) -> None:
     except Exception as err:  # noqa: BLE001 - e.g. a missing pair.a: recorded as the job's error
         config, config_error = OmegaConf.to_container(cfg, resolve=False), err
     checkpoints = {} if config_error else checkpoint_stamp([cfg.pair.a, cfg.pair.b])
-    if config_error is None and cfg.get("resume", True) and finished(out, config, checkpoints):
+    code = code_stamp()
+    if (
+        config_error is None
+        and cfg.get("resume", True)
+        and finished(out, config, checkpoints, code)
+    ):
         log.info("skipped %s: its results.json is ok for this config (resume=false reruns)", out)
         return
     record: dict = {
         "config": config,
         "checkpoints": checkpoints,
+        "code": code,
         "experiment_id": cfg.get("experiment_id"),
         "parent": cfg.get("parent"),
         "status": "running",

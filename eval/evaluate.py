@@ -32,7 +32,7 @@ from eval.s3prl import run_commands, s3prl_commands, task_metrics, write_script
 from eval.scores import PAPER_FBANK, suite_scores, usable_floors
 from eval.stats import LEVEL, RESAMPLES, SEED, intervals, majority, point, score_rows
 from eval.tasks import KINDS, PAPER_TASKS, Task
-from merging.files import read_cache, write_atomically
+from merging.files import read_cache, source_digest, write_atomically
 from merging.load import Encoder
 
 DOMAINS = ("speech", "music")
@@ -160,6 +160,7 @@ def probe_task(
             json.dumps(
                 [
                     PROBES_VERSION,
+                    source_digest("eval.probe", "eval.ctc"),
                     dataset_key(upstream, rows, task.max_seconds),
                     [(e.path, e.label, e.split) for e in rows],  # relabelled or re-split: rerun
                     task.kind,

@@ -23,7 +23,7 @@ from transformers.audio_utils import mel_filter_bank
 from eval.data import Example
 from merging.audio import read_audio
 from merging.calibrate import fingerprint_model
-from merging.files import read_cache, write_atomically
+from merging.files import read_cache, source_digest, write_atomically
 from merging.forward import conv_output_lengths, encode, frame_mask, min_samples, pad_batch
 from merging.load import Encoder
 
@@ -177,7 +177,14 @@ def dataset_key(upstream: Upstream, examples: Sequence[Example], max_seconds: fl
         except OSError:
             files.append((e.path, -1, -1))
     blob = json.dumps(
-        [FEATURES_VERSION, upstream.fingerprint(), upstream.sample_rate, max_seconds, files]
+        [
+            FEATURES_VERSION,
+            source_digest("eval.features", "merging.forward", "merging.audio"),
+            upstream.fingerprint(),
+            upstream.sample_rate,
+            max_seconds,
+            files,
+        ]
     )
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 

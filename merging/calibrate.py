@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from transformers import HubertConfig
 
 from merging.audio import Clip
-from merging.files import read_cache, write_atomically
+from merging.files import read_cache, source_digest, write_atomically
 from merging.forward import conv_output_lengths, encode, frame_mask, pad_batch
 from merging.load import Encoder
 
@@ -292,6 +292,7 @@ def cached_calibrate(
         json.dumps(
             {
                 "version": STATS_VERSION,
+                "code": source_digest("merging.calibrate", "merging.forward"),
                 "a": fingerprint_model(a.model),
                 "b": fingerprint_model(b.model),
                 "clips": fingerprint_clips(clips),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -12,6 +15,20 @@ from typing import TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("merging.cache")
+
+
+@functools.cache
+def source_digest(*modules: str) -> str:
+    """A digest of the named modules' source files: part of every cache key and of a job's
+    resume identity, so that a change to the code computing a value recomputes it instead of
+    serving the old one."""
+    digest = hashlib.blake2b(digest_size=8)
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ModuleNotFoundError(f"no source for module {name!r}")
+        digest.update(name.encode() + b"\0" + Path(spec.origin).read_bytes())
+    return digest.hexdigest()
 
 
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:

@@ -56,11 +56,30 @@ def checkpoint_stamp(sources: Iterable[str]) -> dict[str, str]:
     return stamp
 
 
+ROOT = Path(__file__).resolve().parents[1]
+CODE = ("run.py", "merging/*.py", "eval/*.py", "eval/data/*")  # what a job's results come from
+
+
+def code_stamp(root: Path = ROOT) -> str:
+    """A digest of the code a job's results come from: after an update that changes how jobs
+    are merged or scored, a restarted sweep reruns them (their caches decide what is reused)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for pattern in CODE:
+        for f in sorted(root.glob(pattern)):
+            if f.is_file():
+                digest.update(f"{f.relative_to(root)}\0".encode() + f.read_bytes())
+    return digest.hexdigest()
+
+
 def finished(
-    out: str | Path, config: Mapping[str, Any], checkpoints: Mapping[str, str] | None = None
+    out: str | Path,
+    config: Mapping[str, Any],
+    checkpoints: Mapping[str, str] | None = None,
+    code: str | None = None,
 ) -> bool:
     """Whether ``out/results.json`` is a successful run of this same config (and, given
-    ``checkpoint_stamp``'s answer, of the same checkpoint files)."""
+    ``checkpoint_stamp``'s and ``code_stamp``'s answers, of the same checkpoint files and
+    the same code)."""
     try:
         previous = json.loads((Path(out) / "results.json").read_text())
     except (OSError, ValueError):
@@ -68,5 +87,7 @@ def finished(
     if not isinstance(previous, dict) or previous.get("status") != "ok":
         return False
     if checkpoints is not None and previous.get("checkpoints") != dict(checkpoints):
+        return False
+    if code is not None and previous.get("code") != code:
         return False
     return comparable(previous.get("config") or {}) == comparable(config)

@@ -235,3 +235,27 @@ def test_inputs_that_would_be_silently_wrong_are_named(tmp_path, caplog):
         assert not list(tmp_path.glob("**/results.json.tmp*"))
     finally:
         (tmp_path / "locked").chmod(0o700)
+
+
+def test_code_changes_reach_resume_and_every_cache_key(tmp_path, monkeypatch):
+    from eval import features
+    from report.results import code_stamp, finished
+
+    for rel in ("run.py", "merging/spec.py", "eval/probe.py", "report/table.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(f"# {rel}\n")
+    before = code_stamp(tmp_path)
+    (tmp_path / "report/table.py").write_text("# reports do not change results\n")
+    assert code_stamp(tmp_path) == before
+    (tmp_path / "eval/probe.py").write_text("# another probe\n")
+    assert code_stamp(tmp_path) != before
+
+    out = tmp_path / "job"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"status": "ok", "config": {}, "code": before}))
+    assert finished(out, {}, None, before) and not finished(out, {}, None, "other")
+
+    rows = [Example(str(tmp_path / "run.py"), "x", "test")]
+    key = features.dataset_key(LOGMEL, rows, 1.0)
+    monkeypatch.setattr(features, "source_digest", lambda *m: "changed")
+    assert features.dataset_key(LOGMEL, rows, 1.0) != key
