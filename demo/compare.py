@@ -16,12 +16,14 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import HubertModel
 
 from eval.evaluate import build_suite, probe_task
 from eval.features import EncoderUpstream, FbankUpstream, Upstream
+from eval.stats import interval, outcome, samples
 from merging.combine import interpolate
 from merging.load import Encoder, load_encoder
 
@@ -54,13 +56,23 @@ def compare(
         "log-mel, no CMVN": FbankUpstream(a.sample_rate, delta_order=0, cmvn=False),
     }
     suite = build_suite(cfg)
-    return {
-        name: {
-            t.name: probe_task(up, t, rows, cfg, cache, progress=progress)["value"]
-            for t, rows in suite
-        }
+    probed = {
+        name: {t.name: probe_task(up, t, rows, cfg, cache, progress=progress) for t, rows in suite}
         for name, up in upstreams.items()
-    } | {"_domains": {t.name: t.domain for t, _ in suite}}
+    }
+    results: dict = {n: {t: r["value"] for t, r in row.items()} for n, row in probed.items()}
+    domains = {t.name: t.domain for t, _ in suite}
+    # 95% paired-bootstrap interval of each domain mean: every upstream on the same resamples
+    draws = {
+        t: samples({n: outcome(row[t]["test"]) for n, row in probed.items()}, t) for t in domains
+    }
+    for name in probed:
+        for d in ("speech", "music"):
+            tasks = [t for t in domains if domains[t] == d]
+            if tasks:
+                mean = np.mean([draws[t][name] for t in tasks], axis=0)
+                results[name][f"{d}_interval"] = list(interval(mean))
+    return results | {"_domains": domains}
 
 
 def markdown(results: dict[str, dict[str, float]]) -> str:
@@ -75,7 +87,11 @@ def markdown(results: dict[str, dict[str, float]]) -> str:
         for d in ("speech", "music"):
             values = [row[t] for t in tasks if domains[t] == d]
             means.append(sum(values) / len(values) if values else float("nan"))
-        cells = [f"{row[t]:.1f}" for t in tasks] + [f"**{m:.1f}**" for m in means]
+        spans = [row.get(f"{d}_interval") for d in ("speech", "music")]
+        cells = [f"{row[t]:.1f}" for t in tasks] + [
+            f"**{m:.1f}**" + (f" [{s[0]:.1f}, {s[1]:.1f}]" if s else "")
+            for m, s in zip(means, spans, strict=True)
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -98,7 +114,8 @@ def main() -> None:
     if args.out:
         out = Path(args.out)
         out.write_text(
-            "Demo suite, accuracy (%) of a linear probe on time-pooled, softmax-weighted layers "
+            "Demo suite, accuracy (%) of a linear probe on time-pooled, softmax-weighted layers, "
+            "mean of the probe seeds; the domain means with 95% paired-bootstrap intervals "
             "(`python -m demo.compare`):\n\n" + table
         )
         out.with_suffix(".json").write_text(json.dumps(results, indent=2))
