@@ -28,6 +28,8 @@ from eval.tasks import Task
 RESAMPLES = 2000
 SEED = 0
 LEVEL = 0.95
+SCORES = ("speech", "music", "avg")
+FLOOR = "floor"  # the majority-class predictor's row name inside ``score_rows``
 
 
 @dataclass(frozen=True)
@@ -186,9 +188,6 @@ class Scored:
     samples: dict[str, np.ndarray]
 
 
-FLOOR = "floor"  # the majority-class predictor's row name inside ``score_rows``
-
-
 def score_rows(
     rows: Mapping[str, Mapping[str, Mapping]],
     tasks: Sequence[Task],
@@ -235,9 +234,6 @@ def score_rows(
             {**s, **{k: v for k, v in sample_scores.items() if k in SCORES and v is not None}},
         )
     return scored
-
-
-SCORES = ("speech", "music", "avg")
 
 
 def _scores(metrics, tasks, by_row, a, b, floor) -> dict:

@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from eval.scores import PAPER_MUSIC, PAPER_SPEECH
-from eval.stats import LEVEL, RESAMPLES, SEED
+from eval.stats import LEVEL, RESAMPLES, SCORES, SEED
 from eval.tasks import PAPER_TASKS
 from report.uncertainty import ALPHA, suite_tasks, uncertainty, write_significance
 
-SCORES = ("speech", "music", "avg")
 REFERENCE = "id4"  # the row every other is tested against (report.reference)
 REFERENCE_ROWS = {  # references every job records, shown once as rows of their own
     "fbank": "FBANK (s3prl), reference",
