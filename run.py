@@ -7,12 +7,14 @@ python run.py -m experiment=id1,id5 hydra.sweep.dir=multirun/mine   # started ag
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -23,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
 from merging.analysis import plot_alignment
-from merging.audio import calibration_clips
+from merging.audio import calibration_clips, list_audio
 from merging.calibrate import cached_calibrate
 from merging.files import write_atomically
 from merging.forward import min_samples
@@ -80,16 +82,59 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"calibration.size must be a positive integer, got {size!r}")
 
 
-def merge_job(cfg: DictConfig, out: Path) -> dict:
-    """conf -> merging: load, calibrate (cached), match, permute, combine, export."""
-    torch.manual_seed(cfg.seed)
+@dataclass
+class Inputs:
+    """The data a job reads, found and checked before any forward pass."""
+
+    calibration_dirs: list[str]
+    suite: list | None  # the evaluation suite's (task, examples), None without probes
+
+    def stamp(self) -> str:
+        """(path, size, mtime) of every calibration file and every evaluated clip, with its
+        label and split: changed data reruns a job that a restart would otherwise skip."""
+        digest = hashlib.blake2b(digest_size=16)
+
+        def add(path: str | Path, *extra: str) -> None:
+            try:
+                st = os.stat(path)
+                digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+            except OSError:
+                digest.update(f"{path}\0missing".encode())
+            digest.update("\0".join(extra).encode() + b"\n")
+
+        for d in self.calibration_dirs:
+            for f in list_audio(d):
+                add(f)
+        for task, rows in self.suite or []:
+            digest.update(f"task {task.name}\n".encode())
+            for e in rows:
+                add(e.path, e.label, e.split)
+        return digest.hexdigest()
+
+
+def gather_inputs(cfg: DictConfig) -> Inputs:
+    """Check the config's values, find the calibration folders and build (and check) the
+    evaluation suite: every mistake a config can hold is reported before hours of work."""
     check_config(cfg)
+    cal = cfg.calibration
+    dirs = [str(d) for d in cal.dirs]
+    if cal.get("demo_suite"):
+        from demo.suite import build_suite, default_root  # the demo's sound sources, on demand
+
+        dirs.append(str(build_suite(default_root(), progress=cfg.progress) / "calibration"))
     suite = None
     if cfg.eval.name != "none" and cfg.eval.get("backend") != "s3prl":
         from eval.evaluate import build_suite, check_suite  # merging never depends on eval
 
-        suite = build_suite(cfg.eval)  # every dataset root and split checked before any pass
+        suite = build_suite(cfg.eval)
         check_suite(suite)
+    return Inputs(dirs, suite)
+
+
+def merge_job(cfg: DictConfig, out: Path, inputs: Inputs) -> dict:
+    """conf -> merging: load, calibrate (cached), match, permute, combine, export."""
+    torch.manual_seed(cfg.seed)
+    suite = inputs.suite
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     a = load_encoder(cfg.pair.a, cfg.device)
@@ -98,13 +143,13 @@ def merge_job(cfg: DictConfig, out: Path) -> dict:
     seconds["loading"] = time.perf_counter() - t
 
     cal = cfg.calibration
-    dirs = list(cal.dirs)
-    if cal.get("demo_suite"):
-        from demo.suite import build_suite, default_root  # the demo's sound sources, on demand
-
-        dirs.append(build_suite(default_root(), progress=cfg.progress) / "calibration")
     clips, skipped = calibration_clips(
-        dirs, cal.size, a.sample_rate, cal.max_seconds, cal.seed, min_samples(a.config)
+        inputs.calibration_dirs,
+        cal.size,
+        a.sample_rate,
+        cal.max_seconds,
+        cal.seed,
+        min_samples(a.config),
     )
     t = time.perf_counter()
     stats, cached = cached_calibrate(
@@ -228,10 +273,17 @@ def main(cfg: DictConfig) -> None:
         config, config_error = OmegaConf.to_container(cfg, resolve=False), err
     checkpoints = {} if config_error else checkpoint_stamp([cfg.pair.a, cfg.pair.b])
     code = code_stamp()
+    inputs, data = None, None
+    if config_error is None:
+        try:
+            inputs = gather_inputs(cfg)
+            data = inputs.stamp()
+        except Exception as err:  # noqa: BLE001 - recorded as the job's error below
+            config_error = err
     if (
         config_error is None
         and cfg.get("resume", True)
-        and finished(out, config, checkpoints, code)
+        and finished(out, config, checkpoints, code, data)
     ):
         log.info("skipped %s: its results.json is ok for this config (resume=false reruns)", out)
         return
@@ -239,6 +291,7 @@ def main(cfg: DictConfig) -> None:
         "config": config,
         "checkpoints": checkpoints,
         "code": code,
+        "data": data,
         "experiment_id": cfg.get("experiment_id"),
         "parent": cfg.get("parent"),
         "status": "running",
@@ -252,7 +305,8 @@ def main(cfg: DictConfig) -> None:
         if config_error is not None:
             raise config_error
         check_parent(cfg)
-        record.update(merge_job(cfg, out))
+        assert inputs is not None
+        record.update(merge_job(cfg, out, inputs))
         record["status"] = "ok"
     except KeyboardInterrupt:
         record["status"] = "interrupted"  # never taken for finished: a restart redoes it

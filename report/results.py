@@ -76,10 +76,11 @@ def finished(
     config: Mapping[str, Any],
     checkpoints: Mapping[str, str] | None = None,
     code: str | None = None,
+    data: str | None = None,
 ) -> bool:
     """Whether ``out/results.json`` is a successful run of this same config (and, given
     ``checkpoint_stamp``'s and ``code_stamp``'s answers, of the same checkpoint files and
-    the same code)."""
+    the same code; and given ``data``, the job's inputs' stamp)."""
     try:
         previous = json.loads((Path(out) / "results.json").read_text())
     except (OSError, ValueError):
@@ -89,5 +90,7 @@ def finished(
     if checkpoints is not None and previous.get("checkpoints") != dict(checkpoints):
         return False
     if code is not None and previous.get("code") != code:
+        return False
+    if data is not None and previous.get("data") != data:
         return False
     return comparable(previous.get("config") or {}) == comparable(config)

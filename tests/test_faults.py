@@ -259,3 +259,21 @@ def test_code_changes_reach_resume_and_every_cache_key(tmp_path, monkeypatch):
     key = features.dataset_key(LOGMEL, rows, 1.0)
     monkeypatch.setattr(features, "source_digest", lambda *m: "changed")
     assert features.dataset_key(LOGMEL, rows, 1.0) != key
+
+
+def test_changed_data_reruns_a_job_a_restart_would_skip(pair, tmp_path):
+    import shutil
+
+    task = tmp_path / "task"
+    shutil.copytree(pair / "task", task)
+    out = tmp_path / "J"
+    cmd = job(pair, out, 0.9, "eval=folder", f"eval.root={task}", "eval.probe.epochs=2")
+    runs = [subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)]
+    runs.append(subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300))
+    moved = next((task / "hum").glob("h00*.wav"))
+    moved.rename(task / "hiss" / moved.name)  # one clip relabelled
+    runs.append(subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300))
+    logs = [r.stdout + r.stderr for r in runs]
+    assert all(r.returncode == 0 for r in runs), logs[-1][-2000:]
+    assert ["skipped" in log for log in logs] == [False, True, False]
+    assert json.loads((out / "results.json").read_text())["status"] == "ok"

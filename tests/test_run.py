@@ -84,7 +84,9 @@ def test_fnn_attn_recovers_a_hidden_permutation_and_none_does_not(world, tmp_pat
     assert results["status"] == "ok"
     assert results["calibration"] == {
         "clips": 3,
+        "requested": 3,
         "skipped": 2,
+        "skipped_files": [str(world / "calib" / f) for f in ("broken.wav", "silent.wav")],
         "audio_seconds": pytest.approx(3.5),
         "cached": False,
     }
