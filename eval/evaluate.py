@@ -194,7 +194,7 @@ def probe_task(
         fits = [fit_ctc(feats, **kwargs, seed=s) for s in seeds]
         values = [100 * c.test_wer for c in fits]
         out.update(
-            valid=mean([100 * c.valid_wer for c in fits]),
+            valid=statistics.fmean([100 * c.valid_wer for c in fits]),
             lr=fits[0].lr,
             layer_weights=mean_lists([c.layer_weights for c in fits]),
             transcripts=fits[0].examples,
@@ -209,7 +209,7 @@ def probe_task(
         fits = fit_kfold(feats, seeds=seeds, **kwargs)
         values = [100 * k["mean"] for k in fits]
         folds = sorted(fits[0]["folds"])
-        per_fold = {f: mean([100 * k["folds"][f] for k in fits]) for f in folds}
+        per_fold = {f: statistics.fmean([100 * k["folds"][f] for k in fits]) for f in folds}
         out.update(std=statistics.pstdev(per_fold.values()), folds=per_fold)
         tested = [e for e in feats.examples if e.path in fits[0]["predictions"]]
         out["test"] = {
@@ -222,7 +222,7 @@ def probe_task(
         fits = fit_probes(feats, seeds=seeds, **kwargs)
         values = [100 * r.test_accuracy for r in fits]
         out.update(
-            valid=mean([100 * r.valid_accuracy for r in fits]),
+            valid=statistics.fmean([100 * r.valid_accuracy for r in fits]),
             lr=fits[0].lr,
             layer_weights=mean_lists([r.layer_weights for r in fits]),
         )
@@ -233,7 +233,7 @@ def probe_task(
             "labels": [label[p] for p in fits[0].test_paths],
             "predictions": [r.test_predictions for r in fits],
         }
-    out["value"] = mean(values)
+    out["value"] = statistics.fmean(values)
     if len(seeds) > 1:
         out.update(seeds=seeds, seed_values=values, seed_std=statistics.pstdev(values))
     if path is not None:
@@ -241,13 +241,8 @@ def probe_task(
     return {**out, "probe_cached": False}
 
 
-def mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values)
-
-
 def mean_lists(lists: list[list[float]]) -> list[float]:
-    return [mean(column) for column in zip(*lists, strict=True)]
+    return [statistics.fmean(column) for column in zip(*lists, strict=True)]
 
 
 def scores(

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from eval.evaluate import suite_record
 from eval.stats import score_rows
 from report import curve
 from tests.test_stats import record, tiny_table
@@ -27,10 +28,7 @@ def fake_job(
     perms = job / "permutations.safetensors"
     save_file({"ffn.0": perm if perm is not None else torch.arange(8)}, str(perms))
     scores = score_rows({"merged": merged, "a": a, "b": b}, tasks, resamples=10)["merged"].points
-    suite = [
-        {"name": t.name, "paper": t.paper, "domain": t.domain, "kind": t.kind, "metric": t.metric}
-        for t in tasks
-    ]
+    suite = suite_record([(t, []) for t in tasks])
     rec = {
         "status": "ok",
         "experiment_id": None,

@@ -109,6 +109,15 @@ def job(pair, out, alpha, *extra):
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled"}
 
 
+def start_until(cmd: list[str], ready, seconds: float = 240) -> subprocess.Popen:
+    """Start a job and return once ``ready()`` holds (or the job ended, or time ran out)."""
+    p = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + seconds
+    while time.time() < deadline and p.poll() is None and not ready():
+        time.sleep(0.05)
+    return p
+
+
 def test_a_job_killed_after_export_leaves_no_ok_record_beside_its_weights(pair, tmp_path):
     out = tmp_path / "D"
     x = job(pair, out, 0.9, "eval=none")
@@ -116,20 +125,14 @@ def test_a_job_killed_after_export_leaves_no_ok_record_beside_its_weights(pair, 
     alpha = lambda: json.loads((out / "merged" / "merge.json").read_text())["alpha"]  # noqa: E731
     assert alpha() == 0.9
     slow_eval = ("eval=folder", f"eval.root={pair / 'task'}", "eval.probe.epochs=30")
-    y = subprocess.Popen(
-        job(pair, out, 0.5, *slow_eval),
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and y.poll() is None:
+
+    def exported() -> bool:
         try:
-            if alpha() == 0.5:
-                break
+            return alpha() == 0.5
         except (OSError, ValueError):
-            pass
-        time.sleep(0.05)
+            return False
+
+    y = start_until(job(pair, out, 0.5, *slow_eval), exported)
     y.send_signal(signal.SIGKILL)
     y.wait()
     record = json.loads((out / "results.json").read_text())
@@ -144,15 +147,7 @@ def test_a_job_killed_after_export_leaves_no_ok_record_beside_its_weights(pair, 
 def test_sigterm_is_recorded_as_interrupted(pair, tmp_path):
     out = tmp_path / "T"
     slow_eval = ("eval=folder", f"eval.root={pair / 'task'}", "eval.probe.epochs=200")
-    p = subprocess.Popen(
-        job(pair, out, 0.9, *slow_eval),
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and not (out / "merged" / "merge.json").is_file():
-        time.sleep(0.05)
+    p = start_until(job(pair, out, 0.9, *slow_eval), (out / "merged" / "merge.json").is_file)
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=120)
     assert json.loads((out / "results.json").read_text())["status"] == "interrupted"
