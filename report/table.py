@@ -133,12 +133,19 @@ def reference_rows(record: dict) -> list[Row]:
         tests = evaluation["predictions"].get(who)
         if tests:
             values = (evaluation.get("references") or {}).get(who) or {}
-            row = Row(who, None, description, "ok", tasks=dict(values), source="reference")
-            row.tests, row.pair = (
-                tests,
-                ((record.get("config") or {}).get("pair") or {}).get("name"),
+            pair = ((record.get("config") or {}).get("pair") or {}).get("name")
+            out.append(
+                Row(
+                    who,
+                    None,
+                    description,
+                    "ok",
+                    tasks=dict(values),
+                    pair=pair,
+                    source="reference",
+                    tests=tests,
+                )
             )
-            out.append(row)
     return out
 
 
