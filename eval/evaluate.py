@@ -171,7 +171,9 @@ def probe_task(
         ).hexdigest()
         path = Path(cache_dir) / "probes" / f"{key}.json"
         cached = read_cache(path, lambda p: json.loads(p.read_text()))
-        if cached is not None:
+        if cached is not None:  # the features were not needed: no word about them
+            for stale in ("features_cached", "feature_seconds"):
+                cached.pop(stale, None)
             return {**cached, "probe_cached": True}
     kwargs = {
         "lrs": probe["lrs"],
@@ -328,6 +330,10 @@ def evaluate(
     refs["fusion"] = run(LayerFusion(a, b), ("utterance", "kfold"))
     for who, values in refs.items():
         predictions[who] = {n: m.pop("test") for n, m in values.items()}
+    result["probe_cached"] = {  # what a rerun served from the caches, every upstream's
+        who: {n: m["probe_cached"] for n, m in values.items()}
+        for who, values in {"merged": tasks, **refs}.items()
+    }
     result["references"] = {k: {n: m["value"] for n, m in v.items()} for k, v in refs.items()}
     result["floors"] = floors(suite, paper_floor, predictions["a"])
     result["floor"] = "paper" if paper_floor else "majority"

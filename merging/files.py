@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import glob
 import hashlib
 import importlib.util
 import logging
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("merging.cache")
+HOST = socket.gethostname()
 
 
 @functools.cache
@@ -31,12 +34,41 @@ def source_digest(*modules: str) -> str:
     return digest.hexdigest()
 
 
+def _sibling(path: Path, kind: str) -> Path:
+    """A temporary sibling of ``path`` that names its writer (host and pid)."""
+    return path.with_name(f"{path.name}.{kind}-{HOST}-{os.getpid()}")
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale(path: Path) -> None:
+    """Remove what killed writers of ``path`` left beside it: temporary files and dirs of this
+    host's processes that no longer run (a live writer's, or another host's, stay)."""
+    for kind in ("tmp", "old"):
+        for stale in path.parent.glob(f"{glob.escape(path.name)}.{kind}-{glob.escape(HOST)}-*"):
+            pid = stale.name.rsplit("-", 1)[1]
+            if pid.isdigit() and not _running(int(pid)):
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
+
+
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write`` on a temporary sibling of ``path``, then move it into place."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp = _sibling(path, "tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(path)
         write(tmp)
         os.replace(tmp, path)
     except OSError as err:
@@ -50,10 +82,8 @@ def replace_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write`` on a temporary sibling dir of ``path``, then swap it into place: a
     reader finds the old dir whole or the new one whole, never a mix of both."""
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    old = path.with_name(f"{path.name}.old{os.getpid()}")
-    for stale in path.parent.glob(f"{path.name}.tmp*"):  # left by a killed writer
-        shutil.rmtree(stale, ignore_errors=True)
+    tmp, old = _sibling(path, "tmp"), _sibling(path, "old")
+    remove_stale(path)
     write(tmp)
     if path.exists():
         os.replace(path, old)

@@ -36,8 +36,10 @@ def folder(tmp_path_factory):
     return make_two_class_folder(tmp_path_factory.mktemp("faults") / "task", per_class=15)
 
 
-def test_relabelling_a_dataset_reruns_its_probe_and_only_it(folder, tmp_path):
-    rows = labelled_folder(folder)
+def test_relabelling_or_editing_a_dataset_reruns_its_probe(folder, tmp_path):
+    import shutil
+
+    rows = labelled_folder(shutil.copytree(folder, tmp_path / "task"))
     first = probe_task(LOGMEL, TASK, rows, CFG, tmp_path, progress=False)
     assert first["value"] > 90
     again = probe_task(LOGMEL, TASK, rows, CFG, tmp_path, progress=False)
@@ -51,6 +53,10 @@ def test_relabelling_a_dataset_reruns_its_probe_and_only_it(folder, tmp_path):
     swap = {"train": "test", "test": "train", "valid": "valid"}
     resplit = [Example(e.path, e.label, swap[e.split]) for e in rows]
     assert not probe_task(LOGMEL, TASK, resplit, CFG, tmp_path, progress=False)["probe_cached"]
+    edited = Path(rows[0].path)  # one clip's audio changed: the features are extracted anew
+    edited.write_bytes(edited.read_bytes()[:-64])
+    out = probe_task(LOGMEL, TASK, rows, CFG, tmp_path, progress=False)
+    assert not out["features_cached"] and not out["probe_cached"]
 
 
 @pytest.mark.parametrize("kind", ["probes", "features"])
@@ -272,3 +278,78 @@ def test_changed_data_reruns_a_job_a_restart_would_skip(pair, tmp_path):
     assert all(r.returncode == 0 for r in runs), logs[-1][-2000:]
     assert ["skipped" in log for log in logs] == [False, True, False]
     assert json.loads((out / "results.json").read_text())["status"] == "ok"
+
+
+# --- a job killed anywhere, restarted, ends as if it had never been killed --------------------
+
+KILL_POINTS = {  # MODULE:NAME:N:WHEN[:PATH_PART], see tests/killed_run.py
+    "during calibration": "merging.calibrate:_accumulate_batch:2:before",
+    "after export": "merging.merge:export:1:after",
+    "writing a probe result": "os:replace:1:before:/probes/",
+    "during evaluation": "eval.probe:fit_probes:3:before",
+    "writing the final record": "os:replace:2:before:results.json",
+}
+TIMINGS = ("seconds", "cached")  # key endings
+
+
+def comparable_record(out: Path) -> dict:
+    """results.json without what legitimately differs between two runs: timings, cache hits
+    and the job's own paths (its dir, and its cache beside it)."""
+    text = (out / "results.json").read_text().replace(str(out), "JOB")
+
+    def strip(v):
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if not k.endswith(TIMINGS)}
+        return [strip(x) for x in v] if isinstance(v, list) else v
+
+    return strip(json.loads(text))
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every file below ``root``: its bytes for the weights, else only its name."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.suffix == ".safetensors" else None
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "run.log"  # the job's log: appended to by each start
+    }
+
+
+def test_a_job_killed_anywhere_and_restarted_matches_an_uninterrupted_run(pair, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def cmd(name: str) -> list[str]:
+        return job(
+            pair, tmp_path / name, 0.5, "eval=folder", f"eval.root={pair / 'task'}",
+            "eval.probe.epochs=2", "eval.probe.seeds=[0]", "calibration.batch_size=1",
+            f"paths.cache={tmp_path / name}-cache",
+        )  # fmt: skip
+
+    def run_(args: list[str], expect: int = 0) -> None:
+        r = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=300)
+        assert r.returncode == expect, (r.stdout + r.stderr)[-3000:]
+
+    def killed_and_restarted(point: str) -> str:
+        name = point.replace(" ", "-")
+        killer = [sys.executable, str(ROOT / "tests" / "killed_run.py"), KILL_POINTS[point]]
+        run_(killer + cmd(name)[2:], expect=-signal.SIGKILL)
+        assert json.loads((tmp_path / name / "results.json").read_text())["status"] == "running"
+        run_(cmd(name))
+        return name
+
+    with ThreadPoolExecutor(2) as pool:  # the jobs are subprocesses: two at a time
+        names = dict(zip(KILL_POINTS, pool.map(killed_and_restarted, KILL_POINTS), strict=True))
+        run_(cmd("ref"))  # uninterrupted
+    ref = tmp_path / "ref"
+    for point, name in names.items():
+        out = tmp_path / name
+        assert comparable_record(out) == comparable_record(ref), point
+        assert tree(out) == tree(ref), point  # same files, same weights, nothing half-written
+        assert tree(Path(f"{out}-cache")) == tree(Path(f"{ref}-cache")), point
+
+    before = comparable_record(ref)
+    run_([*cmd("ref"), "resume=false"])  # unchanged: every stage is served from the caches
+    record = json.loads((ref / "results.json").read_text())
+    probes = record["evaluation"]["probe_cached"]
+    assert set(probes) == {"merged", "a", "b", "fbank", "fusion"}
+    assert record["calibration"]["cached"] and all(all(v.values()) for v in probes.values())
+    assert comparable_record(ref)["evaluation"] == before["evaluation"]
