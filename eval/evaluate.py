@@ -30,7 +30,7 @@ from eval.features import (
 from eval.probe import fit_kfold, fit_probes
 from eval.s3prl import run_commands, s3prl_commands, task_metrics, write_script
 from eval.scores import PAPER_FBANK, suite_scores, usable_floors
-from eval.stats import LEVEL, RESAMPLES, SEED, intervals, majority, point, score_rows
+from eval.stats import Bootstrap, intervals, majority, point, score_rows
 from eval.tasks import KINDS, PAPER_TASKS, Task
 from merging.files import read_cache, source_digest, write_atomically
 from merging.load import Encoder
@@ -341,16 +341,16 @@ def evaluate(
     result["scores"] = scores(
         value, suite, result["references"]["a"], result["references"]["b"], result["floors"]
     )
-    boot = cfg.get("bootstrap") or {}
+    boot = Bootstrap.of(cfg.get("bootstrap"))
     rows = {who: predictions[who] for who in ("merged", "a", "b")}
     scored = score_rows(
         rows,
         [t for t, _ in suite],
         result["floors"] if paper_floor else "majority",
-        boot.get("resamples", RESAMPLES),
-        boot.get("seed", SEED),
+        boot.resamples,
+        boot.seed,
     )["merged"]
-    result["intervals"] = intervals(scored.samples, boot.get("level", LEVEL))
+    result["intervals"] = intervals(scored.samples, boot.level)
     return result
 
 

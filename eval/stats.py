@@ -33,6 +33,24 @@ FLOOR = "floor"  # the majority-class predictor's row name inside ``score_rows``
 
 
 @dataclass(frozen=True)
+class Bootstrap:
+    """The ``eval.bootstrap`` settings; a job and ``report.table`` read them through ``of``."""
+
+    resamples: int = RESAMPLES
+    seed: int = SEED
+    level: float = LEVEL
+
+    @classmethod
+    def of(cls, settings: Mapping | None) -> Bootstrap:
+        s = settings or {}
+        return cls(
+            int(s.get("resamples", RESAMPLES)),
+            int(s.get("seed", SEED)),
+            float(s.get("level", LEVEL)),
+        )
+
+
+@dataclass(frozen=True)
 class Outcome:
     """One upstream's per-clip results on one task's test clips (all folds)."""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.scores import PAPER_MUSIC, PAPER_SPEECH
-from eval.stats import LEVEL, RESAMPLES, SCORES, SEED
+from eval.stats import LEVEL, SCORES, Bootstrap
 from eval.tasks import PAPER_TASKS
 from report.uncertainty import ALPHA, suite_tasks, uncertainty, write_significance
 
@@ -153,7 +153,7 @@ def add_uncertainty(rows: Sequence[Row], record: dict, reference: str) -> list:
     """Fill every row's intervals and significant columns; the list of tests."""
     evaluation = record["evaluation"]
     config = record.get("config") or {}
-    boot = (config.get("eval") or {}).get("bootstrap") or {}
+    boot = Bootstrap.of((config.get("eval") or {}).get("bootstrap"))
     floor = evaluation.get("floors") if evaluation.get("floor") == "paper" else "majority"
     scored = {r.key: r.tests for r in rows if r.status == "ok" and r.tests}
     parents = (evaluation["predictions"]["a"], evaluation["predictions"]["b"])
@@ -163,9 +163,9 @@ def add_uncertainty(rows: Sequence[Row], record: dict, reference: str) -> list:
         suite_tasks(record),
         floor,
         reference,
-        boot.get("resamples", RESAMPLES),
-        boot.get("seed", SEED),
-        boot.get("level", LEVEL),
+        boot.resamples,
+        boot.seed,
+        boot.level,
     )
     for r in rows:
         r.intervals = spans.get(r.key, {})
