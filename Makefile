@@ -39,7 +39,7 @@ help:
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,demo]'
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps tinysoundfont==$(TINYSOUNDFONT_VERSION)
 	touch $@
 
@@ -47,6 +47,7 @@ install: $(VENV)/.installed
 
 lint: install
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 test: lint
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PY) -m pytest -q

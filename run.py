@@ -27,11 +27,14 @@ from safetensors.torch import save_file
 from merging.analysis import plot_alignment
 from merging.audio import calibration_clips, list_audio
 from merging.calibrate import cached_calibrate
+from merging.combine import Merger
+from merging.families import register
 from merging.files import write_atomically
 from merging.forward import min_samples
 from merging.load import check_mergeable, load_encoder
-from merging.match import Scope
+from merging.match import Matcher, Scope
 from merging.merge import export, merge
+from merging.plugins import build
 from merging.runtime import keep_freed_memory
 from report.results import checkpoint_stamp, code_stamp, finished, to_json
 from report.tracking import log_job
@@ -61,33 +64,37 @@ def check_parent(cfg: DictConfig) -> None:
         raise ValueError(f"parent must be a, b or null, got {cfg.parent!r}")
     p = cfg.permute
     aligned = bool(p.cnn or p.ffn or p.res or p.attn != "none")
-    if cfg.merge.alpha != PARENT_ALPHA[cfg.parent] or aligned:
+    if cfg.merge.get("alpha") != PARENT_ALPHA[cfg.parent] or aligned:
         raise ValueError(
             f"parent={cfg.parent} scores model {cfg.parent.upper()} alone, which needs "
             f"merge.alpha={PARENT_ALPHA[cfg.parent]} and permute=none "
-            f"(got merge.alpha={cfg.merge.alpha}, permute={p.name}"
+            f"(got merge.alpha={cfg.merge.get('alpha')}, permute={p.name}"
             f"{'' if p.cnn or p.name == 'none' else ' without CNN'})"
         )
 
 
-def check_config(cfg: DictConfig) -> None:
-    """The values a typo would otherwise only reveal after calibration."""
-    alpha = cfg.merge.alpha
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
-        raise ValueError(f"merge.alpha must be a number in [0, 1] (the weight of A), got {alpha!r}")
-    if cfg.merge.method != "linear":
-        raise ValueError(f"merge.method {cfg.merge.method!r} is not known (choose: linear)")
+def check_config(cfg: DictConfig) -> tuple[Matcher, Merger]:
+    """The values a typo would otherwise only reveal after calibration; the matcher and the
+    merge method the config names (``match``, ``merge``: ``_target_``)."""
     size = cfg.calibration.size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"calibration.size must be a positive integer, got {size!r}")
+    matcher, merger = build(cfg.match, "match"), build(cfg.merge, "merge")
+    if not callable(matcher):
+        raise TypeError(f"match: {type(matcher).__name__} is not a matcher (not callable)")
+    if not isinstance(merger, Merger):
+        raise TypeError(f"merge: {type(merger).__name__} is not a merging.combine.Merger")
+    return matcher, merger
 
 
 @dataclass
 class Inputs:
-    """The data a job reads, found and checked before any forward pass."""
+    """What a job reads and runs, found and checked before any forward pass."""
 
     calibration_dirs: list[str]
     suite: list | None  # the evaluation suite's (task, examples), None without probes
+    matcher: Matcher
+    merger: Merger
 
     def stamp(self) -> str:
         """(path, size, mtime) of every calibration file and every evaluated clip, with its
@@ -115,20 +122,19 @@ class Inputs:
 def gather_inputs(cfg: DictConfig) -> Inputs:
     """Check the config's values, find the calibration folders and build (and check) the
     evaluation suite: every mistake a config can hold is reported before hours of work."""
-    check_config(cfg)
+    matcher, merger = check_config(cfg)
+    for node in cfg.pair.get("families") or []:  # encoder families from outside the project
+        register(build(node, "pair.families"))
     cal = cfg.calibration
     dirs = [str(d) for d in cal.dirs]
-    if cal.get("demo_suite"):
-        from demo.suite import build_suite, default_root  # the demo's sound sources, on demand
-
-        dirs.append(str(build_suite(default_root(), progress=cfg.progress) / "calibration"))
+    dirs += [str(build(s, "calibration.sources")) for s in cal.get("sources") or []]
     suite = None
-    if cfg.eval.name != "none" and cfg.eval.get("backend") != "s3prl":
+    if cfg.eval.get("suite") is not None and cfg.eval.get("backend") != "s3prl":
         from eval.evaluate import build_suite, check_suite  # merging never depends on eval
 
         suite = build_suite(cfg.eval)
         check_suite(suite)
-    return Inputs(dirs, suite)
+    return Inputs(dirs, suite, matcher, merger)
 
 
 def merge_job(cfg: DictConfig, out: Path, inputs: Inputs) -> dict:
@@ -159,7 +165,8 @@ def merge_job(cfg: DictConfig, out: Path, inputs: Inputs) -> dict:
 
     p = cfg.permute
     scope = Scope(cnn=p.cnn, ffn=p.ffn, attn=p.attn, res=p.res)
-    result = merge(a, b, stats, scope, cfg.merge.alpha)
+    result = merge(a, b, stats, scope, inputs.merger, inputs.matcher)
+    refined = inputs.merger.refine(result.encoder, clips)  # a pass over the clips, if it needs one
     if cfg.get("parent") is not None:  # the parent's weights (exact); its input convention too
         result.encoder.normalize = {"a": a, "b": b}[cfg.parent].normalize
     seconds.update(result.seconds)
@@ -179,11 +186,18 @@ def merge_job(cfg: DictConfig, out: Path, inputs: Inputs) -> dict:
         export(
             result.encoder,
             out / "merged",
-            {"a": a.source, "b": b.source, "scope": p.name, "alpha": cfg.merge.alpha},
+            {
+                "a": a.source,
+                "b": b.source,
+                "scope": p.name,
+                "match": inputs.matcher.name,
+                "merge": inputs.merger.describe(),
+                "alpha": cfg.merge.get("alpha"),
+            },
         )
         seconds["export"] = time.perf_counter() - t
     evaluation = None
-    if cfg.eval.name != "none":
+    if cfg.eval.get("suite") is not None:
         from eval.evaluate import evaluate, evaluate_s3prl  # merging never depends on eval
 
         t = time.perf_counter()
@@ -206,7 +220,9 @@ def merge_job(cfg: DictConfig, out: Path, inputs: Inputs) -> dict:
         seconds["evaluation"] = time.perf_counter() - t
     return {
         "scope": OmegaConf.to_container(p),
-        "alpha": cfg.merge.alpha,
+        "alpha": cfg.merge.get("alpha"),
+        "match": inputs.matcher.name,
+        "merge": {**inputs.merger.describe(), **({"refined": refined} if refined else {})},
         "calibration": {
             "clips": len(clips),
             "requested": cal.size,

@@ -66,7 +66,6 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,31 +73,34 @@ import soundfile as sf
 
 from demo import recipes
 from demo.speech import RATE, check_deterministic
+from eval.data import csv_manifest
+from eval.tasks import PAPER_TASKS, Task
 from merging.files import write_atomically
 
 SUITE_VERSION = 1
 REPO = Path(__file__).resolve().parent.parent
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    """How a demo task is probed: its domain in the paper's score, its kind and crop."""
-
-    domain: str  # speech | music (ESC-50 counts as music, as in the paper)
-    kind: str  # utterance (train/valid/test) | kfold (fold1..fold5)
-    max_seconds: float
+def _task(name: str, domain: str, kind: str, max_seconds: float) -> Task:
+    paper = PAPER_TASKS[name].paper if name in PAPER_TASKS else name
+    return Task(name, paper, domain, kind, "accuracy", csv_manifest, max_seconds)
 
 
-TASKS: dict[str, TaskSpec] = {
-    "ks": TaskSpec("speech", "utterance", 1.0),
-    "ic": TaskSpec("speech", "utterance", 4.0),
-    "sid": TaskSpec("speech", "utterance", 2.5),
-    "er": TaskSpec("speech", "kfold", 2.5),
-    "singid": TaskSpec("music", "utterance", 2.5),
-    "instcls": TaskSpec("music", "utterance", 1.25),
-    "pitchid": TaskSpec("music", "utterance", 1.0),
-    "genreid": TaskSpec("music", "utterance", 2.0),
-    "esc50": TaskSpec("music", "kfold", 1.5),
+# How each demo task is probed: its domain in the paper's score (ESC-50 counts as music, as in
+# the paper), its kind (utterance: train/valid/test; kfold: fold1..fold5) and its crop.
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        _task("ks", "speech", "utterance", 1.0),
+        _task("ic", "speech", "utterance", 4.0),
+        _task("sid", "speech", "utterance", 2.5),
+        _task("er", "speech", "kfold", 2.5),
+        _task("singid", "music", "utterance", 2.5),
+        _task("instcls", "music", "utterance", 1.25),
+        _task("pitchid", "music", "utterance", 1.0),
+        _task("genreid", "music", "utterance", 2.0),
+        _task("esc50", "music", "kfold", 1.5),
+    )
 }
 PLANS = {
     "ks": recipes.plan_ks,

@@ -17,8 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from eval.ctc import fit_ctc, frame_features, train_subset
-from eval.data import Example, csv_manifest, labelled_folder
-from eval.datasets import speech_commands
+from eval.data import Example
 from eval.features import (
     EncoderUpstream,
     FbankUpstream,
@@ -31,48 +30,18 @@ from eval.probe import fit_kfold, fit_probes
 from eval.s3prl import run_commands, s3prl_commands, task_metrics, write_script
 from eval.scores import PAPER_FBANK, suite_scores, usable_floors
 from eval.stats import Bootstrap, intervals, majority, point, score_rows
-from eval.tasks import KINDS, PAPER_TASKS, Task
+from eval.suites import suite_of
+from eval.tasks import KINDS, Task
+from merging.families import family_of
 from merging.files import read_cache, source_digest, write_atomically
 from merging.load import Encoder
 
-DOMAINS = ("speech", "music")
 PROBES_VERSION = 3  # bump when probing changes what a cached result would be
 
 
 def build_suite(cfg: DictConfig) -> list[tuple[Task, list[Example]]]:
-    """The configured tasks with their examples (``eval=folder`` or ``eval=paper``)."""
-    if cfg.name == "folder":
-        if cfg.domain not in DOMAINS:
-            raise ValueError(f"eval.domain must be one of {DOMAINS}, got {cfg.domain!r}")
-        task = Task(
-            Path(cfg.root).name,
-            Path(cfg.root).name,
-            cfg.domain,
-            "utterance",
-            "accuracy",
-            labelled_folder,
-            cfg.max_seconds,
-        )
-        return [(task, labelled_folder(cfg.root))]
-    if cfg.name == "paper":
-        suite = []
-        for name, root in cfg.roots.items():
-            if not root:
-                continue
-            if name not in PAPER_TASKS:
-                raise ValueError(f"eval.roots.{name}: not a paper task ({', '.join(PAPER_TASKS)})")
-            task = PAPER_TASKS[name]
-            if name == "ks":
-                rows = speech_commands(root, cfg.get("speech_commands_test") or None)
-            else:
-                rows = task.adapter(root)
-            suite.append((task, rows))
-        if not suite:
-            raise ValueError("eval=paper needs at least one of eval.roots.<task>=DIR")
-        return suite
-    if cfg.name == "demo":
-        return demo_suite(cfg)
-    raise ValueError(f"eval={cfg.name!r} is not known (choose: none, demo, folder, paper)")
+    """The configured tasks with their examples (``eval.suite``: see ``eval.suites``)."""
+    return suite_of(cfg)
 
 
 def check_suite(suite: list[tuple[Task, list[Example]]]) -> None:
@@ -94,27 +63,6 @@ def check_suite(suite: list[tuple[Task, list[Example]]]) -> None:
                 f"{where} has one class ({rows[0].label!r}) in {len(rows)} clips: a probe "
                 "would score 100% on it; check the dataset's folder layout or labels"
             )
-
-
-def demo_suite(cfg: DictConfig) -> list[tuple[Task, list[Example]]]:
-    """The built-in synthetic suite, generated into the cache on first use."""
-    from demo.suite import TASKS, build_suite, default_root  # only the demo needs its deps
-
-    wanted = list(cfg.tasks) if cfg.get("tasks") else list(TASKS)
-    unknown = sorted(set(wanted) - set(TASKS))
-    if unknown:
-        raise ValueError(f"eval.tasks: {unknown} are not demo tasks ({', '.join(TASKS)})")
-    root = Path(cfg.root) if cfg.get("root") else default_root()
-    if cfg.scale != 1.0 and not cfg.get("root"):  # a reduced suite must not evict the full one
-        root = root.with_name(f"{root.name}-scale{cfg.scale:g}")
-    root = build_suite(root, scale=cfg.scale)
-    suite = []
-    for name in wanted:
-        spec = TASKS[name]
-        paper = PAPER_TASKS[name].paper if name in PAPER_TASKS else name
-        task = Task(name, paper, spec.domain, spec.kind, "accuracy", csv_manifest, spec.max_seconds)
-        suite.append((task, csv_manifest(root / name / "manifest.csv")))
-    return suite
 
 
 def clip_ids(rows: list[Example]) -> dict[str, str]:
@@ -324,7 +272,7 @@ def evaluate(
         return result
     a, b = EncoderUpstream(parents[0], "model A"), EncoderUpstream(parents[1], "model B")
     refs = {"a": run(a), "b": run(b)}
-    paper_floor = cfg.name == "paper"
+    paper_floor = cfg.get("floor") == "paper"
     if not paper_floor and any(t.domain == "speech" for t, _ in suite):
         refs["fbank"] = run(FbankUpstream(encoder.sample_rate))  # a reference, not the floor
     refs["fusion"] = run(LayerFusion(a, b), ("utterance", "kfold"))
@@ -355,13 +303,22 @@ def evaluate(
 
 
 def evaluate_s3prl(merged_dir: str | Path, cfg: DictConfig, out: str | Path, prefix: str) -> dict:
-    """Write s3prl's recipes for the configured tasks; run them if a checkout is configured."""
+    """Write s3prl's recipes for the configured tasks; run them if a checkout is configured.
+    The upstream is the one s3prl loads the merged checkpoint's family with."""
+    model_type = json.loads((Path(merged_dir) / "config.json").read_text()).get("model_type")
+    family = family_of(model_type)
+    if family is None or not family.s3prl_upstream:
+        raise ValueError(
+            f"eval.backend=s3prl: no s3prl upstream loads {model_type!r} checkpoint folders "
+            "(use the built-in probes: eval.backend=probes)"
+        )
     commands, skipped = s3prl_commands(
         merged_dir,
         OmegaConf.to_container(cfg.roots),
         prefix,
         cfg.get("speech_commands_test"),
         OmegaConf.to_container(cfg.s3prl.downstreams),
+        upstream=family.s3prl_upstream,
     )
     script = write_script(commands, Path(out) / "s3prl.sh", cfg.s3prl.root)
     result = {"backend": "s3prl", "script": str(script), "skipped": skipped}

@@ -49,6 +49,7 @@ def s3prl_commands(
     speech_commands_test: str | None = None,
     downstreams: Mapping[str, str | None] | None = None,
     python: str = "python3",
+    upstream: str = "hf_hubert_custom",
 ) -> tuple[list[S3prlCommand], dict[str, str]]:
     """Train + test commands per task with a root; returns them and, per skipped task, why."""
     commands, skipped = [], {}
@@ -81,7 +82,7 @@ def s3prl_commands(
                 "-n",
                 name,
                 "-u",
-                "hf_hubert_custom",
+                upstream,
                 "-k",
                 ckpt,
                 "-d",

@@ -35,17 +35,21 @@ STATS_VERSION = 1
 
 @dataclass(frozen=True)
 class Point:
-    """Where an activation is read: a module's output (or input, ``pre``) and its frame rate."""
+    """Where an activation is read: a module's output (or input, ``pre``) and its frame rate.
+    ``then``: a submodule applied to what was read (a projection that the model computes
+    inside a fused kernel, where no hook sees it: WavLM's q/k/v)."""
 
     name: str
     module: str
     pre: bool = False
     channels_first: bool = False
     conv_layer: int = -1  # frames of this conv layer; -1 = the transformer's frames
+    then: str | None = None
 
 
 def merge_points(config: HubertConfig) -> list[Point]:
-    """Every point some permutation group can be scored on (see ``PermGroup.points``)."""
+    """Every point some permutation group can be scored on (see ``PermGroup.points``), in the
+    HuBERT layout (HuBERT, wav2vec2)."""
     conv = "feature_extractor.conv_layers"
     points = []
     for i in range(len(config.conv_dim)):
@@ -166,12 +170,17 @@ def _hooks(
     handles = []
     for p in points:
         module = model.get_submodule(p.module)
+        then = model.get_submodule(p.then) if p.then else (lambda x: x)
         if p.pre:
-            handles.append(module.register_forward_pre_hook(lambda _m, args, p=p: sink(p, args[0])))
+            handles.append(
+                module.register_forward_pre_hook(lambda _m, args, p=p, f=then: sink(p, f(args[0])))
+            )
         else:
             handles.append(
                 module.register_forward_hook(
-                    lambda _m, _i, out, p=p: sink(p, out[0] if isinstance(out, tuple) else out)
+                    lambda _m, _i, out, p=p, f=then: sink(
+                        p, f(out[0] if isinstance(out, tuple) else out)
+                    )
                 )
             )
     try:
@@ -245,7 +254,7 @@ def calibrate(
     """One pass of both encoders over the clips; statistics for every merge point."""
     if batch_size < 1:
         raise ValueError(f"calibration batch size must be >= 1, got {batch_size}")
-    points = merge_points(a.config)
+    points = a.family.points(a.config)
     steps = frame_steps(a.config, a.sample_rate, max_frame_rate)
     order = sorted(clips, key=lambda c: -c.wave.numel())  # similar lengths share a batch
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -1,4 +1,5 @@
-"""Loading HuBERT-family encoders (HuBERT, MERT-v0, MERT-v1-style checkpoints).
+"""Loading encoders of every known family (``merging.families``: HuBERT with MERT-v0 and
+MERT-v1-style checkpoints, wav2vec2, WavLM), by the checkpoint's ``model_type``.
 
 Errors are raised as :class:`EncoderLoadError` with a message a user can act on; nothing here
 lets a traceback from deep inside torch or the hub client reach the user.
@@ -13,30 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import HubertConfig, HubertModel
+from transformers import PreTrainedModel
 
-# Config fields that decide parameter shapes or the function computed; two encoders can be
-# merged only if all of these agree.
-ARCH_FIELDS = (
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "hidden_act",
-    "conv_dim",
-    "conv_kernel",
-    "conv_stride",
-    "conv_bias",
-    "feat_extract_norm",
-    "feat_extract_activation",
-    "feat_proj_layer_norm",
-    "num_conv_pos_embeddings",
-    "num_conv_pos_embedding_groups",
-    "do_stable_layer_norm",
-)
+from merging.families import Family, families, family_for_model, family_of
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_DROP_PREFIXES = ("hubert.", "mert.", "model.")
 
 
 class EncoderLoadError(RuntimeError):
@@ -47,13 +29,18 @@ class EncoderLoadError(RuntimeError):
 class Encoder:
     """A frozen encoder plus the input conventions its preprocessor expects."""
 
-    model: HubertModel
+    model: PreTrainedModel
     source: str
     sample_rate: int = 16000
     normalize: bool = False
+    family: Family = None  # type: ignore[assignment]  # None: by the model's model_type
+
+    def __post_init__(self) -> None:
+        if self.family is None:
+            self.family = family_for_model(self.model)
 
     @property
-    def config(self) -> HubertConfig:
+    def config(self):
         return self.model.config
 
 
@@ -108,23 +95,24 @@ def load_encoder(spec: str | os.PathLike, device: str | torch.device = "cpu") ->
 
 
 def _load_hub(repo_id: str) -> Encoder:
+    """A hub checkpoint's config, preprocessor and weights (from the local cache when
+    offline), loaded like a local folder."""
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     try:
-        model = HubertModel.from_pretrained(repo_id)
+        from huggingface_hub import snapshot_download
+
+        directory = snapshot_download(
+            repo_id, allow_patterns=["*.json", "*.safetensors", "pytorch_model*.bin"]
+        )
     except Exception as err:  # noqa: BLE001 - the hub client raises many types
         why = "the hub is offline (HF_HUB_OFFLINE is set)" if offline else f"{type(err).__name__}"
         raise EncoderLoadError(
             f"could not load hub id {repo_id!r}: {why}. On a machine without internet, download "
             f"the checkpoint elsewhere and pass its local directory instead (pair.a=/path/to/dir)."
         ) from None
-    try:
-        from huggingface_hub import snapshot_download
-
-        directory: Path | None = Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # noqa: BLE001 - preprocessing config is optional
-        directory = None
-    rate, normalize = _preprocessing(directory, model.config.to_dict())
-    return Encoder(model, repo_id, rate, normalize)
+    encoder = _load_local(Path(directory))
+    encoder.source = repo_id
+    return encoder
 
 
 def _load_local(directory: Path) -> Encoder:
@@ -133,17 +121,20 @@ def _load_local(directory: Path) -> Encoder:
         raise EncoderLoadError(f"{directory} has no config.json; is it a HF checkpoint folder?")
     raw = _read_json(config_path)
     rate, normalize = _preprocessing(directory, raw)
-    if raw.get("model_type") == "hubert":
+    model_type = raw.get("model_type")
+    family = family_of(model_type)
+    if family is not None and model_type == family.model_type:
         try:
-            model = HubertModel.from_pretrained(directory, local_files_only=True)
+            model = family.model_class.from_pretrained(directory, local_files_only=True)
         except Exception as err:  # noqa: BLE001
             files = [p.name for p in sorted(directory.iterdir()) if p.suffix in WEIGHT_SUFFIXES]
             raise EncoderLoadError(
                 f"could not load {directory} (weights: {', '.join(files) or 'none'}): {err}"
             ) from None
-    else:
-        model = _load_remapped(directory, raw)
-    return Encoder(model, str(directory), rate, normalize)
+    else:  # an alias (MERT-v1's remote-code config) or unknown: remapped, HuBERT by default
+        family = family or families()["hubert"]
+        model = _load_remapped(directory, raw, family)
+    return Encoder(model, str(directory), rate, normalize, family)
 
 
 def _read_state(directory: Path) -> dict[str, torch.Tensor]:
@@ -164,37 +155,17 @@ def _read_state(directory: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def remap_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map a MERT-v1-style (or wrapped) state dict onto ``HubertModel`` names.
-
-    Drops the CQT branch and pretraining heads, strips wrapper prefixes and renames the
-    legacy weight-norm tensors of the positional conv.
-    """
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        for prefix in _DROP_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-        if "cqt" in key or key.startswith(("final_proj", "label_embs", "quantizer", "project")):
-            continue
-        key = key.replace(
-            "pos_conv_embed.conv.weight_g", "pos_conv_embed.conv.parametrizations.weight.original0"
-        )
-        key = key.replace(
-            "pos_conv_embed.conv.weight_v", "pos_conv_embed.conv.parametrizations.weight.original1"
-        )
-        out[key] = value
-    return out
-
-
-def _load_remapped(directory: Path, raw: dict) -> HubertModel:
-    known = set(HubertConfig().to_dict())
-    config = HubertConfig(**{k: v for k, v in raw.items() if k in known and k != "model_type"})
-    config.architectures = ["HubertModel"]
+def _load_remapped(directory: Path, raw: dict, family: Family) -> PreTrainedModel:
+    known = set(family.config_class().to_dict())
+    config = family.config_class(
+        **{k: v for k, v in raw.items() if k in known and k != "model_type"}
+    )
+    config.architectures = [family.model_class.__name__]
     if "mask_time_prob" not in raw:
         config.mask_time_prob = 0.05
-    model = HubertModel(config)
-    state = remap_state_dict(_read_state(directory))
+    model = family.model_class(config)
+    state = _read_state(directory)
+    state = family.remap(state) if family.remap else state
     expected = set(model.state_dict())
     missing = sorted(expected - set(state))
     unexpected = sorted(set(state) - expected)
@@ -203,7 +174,8 @@ def _load_remapped(directory: Path, raw: dict) -> HubertModel:
         missing = []
     if missing or unexpected:
         raise EncoderLoadError(
-            f"{directory} (model_type={raw.get('model_type')!r}) does not map onto HubertModel: "
+            f"{directory} (model_type={raw.get('model_type')!r}) does not map onto "
+            f"{family.model_class.__name__}: "
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
@@ -213,8 +185,14 @@ def _load_remapped(directory: Path, raw: dict) -> HubertModel:
 
 def check_mergeable(a: Encoder, b: Encoder) -> None:
     """Raise naming every differing architecture field (and the sample rate)."""
+    fa, fb = a.family, b.family
+    if fa is not fb:
+        raise EncoderLoadError(
+            f"encoders {a.source!r} ({fa.model_type}) and {b.source!r} ({fb.model_type}) are of "
+            "different families; a permutation merge needs one architecture"
+        )
     diffs = []
-    for name in ARCH_FIELDS:
+    for name in fa.arch_fields:
         va, vb = getattr(a.config, name, None), getattr(b.config, name, None)
         if isinstance(va, list | tuple):
             va, vb = list(va), list(vb or [])

@@ -1,4 +1,8 @@
-"""Turning correlations into permutations: plain and block-hierarchical linear assignment."""
+"""Turning correlations into permutations: plain and block-hierarchical linear assignment.
+
+A matcher is any callable ``(MatchProblem) -> {group: index tensor}`` named by
+``conf/match/*.yaml`` (``_target_``); ``Exact`` is the paper's.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -180,9 +185,25 @@ def match(
 
     def solve(problem: tuple[list[PermGroup], list[torch.Tensor]]) -> dict[str, torch.Tensor]:
         members, scores = problem
-        if members[0].blocks == 1:
-            return {members[0].name: assign(scores[0])}
-        block_perm, inner = assign_blocks(scores, members[0].blocks)
+        first = members[0]
+        if first.blocks == 1:
+            return {first.name: assign(scores[0])}
+        if first.fixed_blocks:  # each block onto itself: only its diagonal tile is matched
+            block_perm = torch.arange(first.blocks)
+            inner = [
+                [
+                    assign(
+                        s[
+                            b * first.block_size : (b + 1) * first.block_size,
+                            b * first.block_size : (b + 1) * first.block_size,
+                        ]
+                    )
+                    for b in range(first.blocks)
+                ]
+                for s in scores
+            ]
+        else:
+            block_perm, inner = assign_blocks(scores, first.blocks)
         return {
             g.name: compose_blocks(block_perm, per_block, g.block_size)
             for g, per_block in zip(members, inner, strict=True)
@@ -192,3 +213,36 @@ def match(
         solved = list(pool.map(solve, problems))
     found = {k: v for part in solved for k, v in part.items()}
     return {g.name: found[g.name] for g in spec.groups if g.name in found}
+
+
+@dataclass(frozen=True)
+class MatchProblem:
+    """What a matcher may look at: the permutation spec, the groups in scope, both encoders'
+    weights (B's unpermuted) and the calibration statistics."""
+
+    spec: PermSpec
+    scope: Scope
+    stats: Mapping[str, PointStats]
+    a: Mapping[str, torch.Tensor]
+    b: Mapping[str, torch.Tensor]
+
+
+class Matcher(Protocol):
+    """One index tensor per group of ``problem.spec`` in ``problem.scope``: ``perm[i]`` is
+    the unit of B that goes to A's unit i (blocks and ties as the spec says)."""
+
+    name: str
+
+    def __call__(self, problem: MatchProblem) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class Exact:
+    """Maximum total correlation per group, by exact linear assignment (the paper's matcher;
+    block-tied groups hierarchically: blocks, then units inside blocks)."""
+
+    workers: int | None = None  # threads for independent groups; None: one per core
+    name = "exact"
+
+    def __call__(self, problem: MatchProblem) -> dict[str, torch.Tensor]:
+        return match(problem.spec, problem.stats, problem.scope, self.workers)

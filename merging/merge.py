@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import HubertModel, Wav2Vec2FeatureExtractor
+from transformers import Wav2Vec2FeatureExtractor
 
 from merging.analysis import alignment_table
 from merging.calibrate import PointStats
-from merging.combine import interpolate
+from merging.combine import Linear, Merger
 from merging.files import replace_dir
 from merging.load import Encoder, check_mergeable
-from merging.match import Scope, match
-from merging.spec import PermSpec, apply_permutations, build_spec
+from merging.match import Exact, Matcher, MatchProblem, Scope
+from merging.spec import PermSpec, apply_permutations
 
 
 @dataclass
@@ -30,25 +30,42 @@ class MergeResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def spec_for(model: HubertModel, scope: Scope) -> PermSpec:
-    return build_spec(model.config, split_qkv=scope.split_qkv, keys=model.state_dict().keys())
+def spec_for(encoder: Encoder, scope: Scope) -> PermSpec:
+    """The encoder's family's permutation spec; a scope that asks for a group the family does
+    not have (WavLM's residual stream) is an error, not a silent no-op."""
+    family, model = encoder.family, encoder.model
+    spec = family.build_spec(model.config, scope.split_qkv, model.state_dict().keys())
+    kinds = {g.kind for g in spec.groups}
+    if scope.res and "res" not in kinds:
+        raise ValueError(
+            f"permute.res: reordering the residual stream is not a symmetry of "
+            f"{family.model_type} encoders (choose a scope without res)"
+        )
+    return spec
 
 
 def merge(
-    a: Encoder, b: Encoder, stats: Mapping[str, PointStats], scope: Scope, alpha: float
+    a: Encoder,
+    b: Encoder,
+    stats: Mapping[str, PointStats],
+    scope: Scope,
+    merger: Merger | float = 0.9,
+    matcher: Matcher | None = None,
 ) -> MergeResult:
-    """Permute B's units onto A's (only B moves), then ``alpha * A + (1 - alpha) * B``."""
+    """Permute B's units onto A's (only B moves; ``matcher``, default ``Exact``), then combine
+    (``merger``; a number is ``Linear``'s alpha: ``alpha * A + (1 - alpha) * B``)."""
     check_mergeable(a, b)
-    spec = spec_for(a.model, scope)
+    merger = Linear(merger) if isinstance(merger, int | float) else merger
+    spec = spec_for(a, scope)
+    state_a, state_b = a.model.state_dict(), b.model.state_dict()
     t0 = time.perf_counter()
-    perms = match(spec, stats, scope)
+    perms = (matcher or Exact())(MatchProblem(spec, scope, stats, state_a, state_b))
     t1 = time.perf_counter()
-    state_b = apply_permutations(b.model.state_dict(), spec, perms)
-    merged_state = interpolate(a.model.state_dict(), state_b, alpha)
+    merged_state = merger.combine(state_a, apply_permutations(state_b, spec, perms))
     model = copy.deepcopy(a.model)
     model.load_state_dict(merged_state)
     t2 = time.perf_counter()
-    merged = Encoder(model, f"merge({a.source}, {b.source})", a.sample_rate, a.normalize)
+    merged = Encoder(model, f"merge({a.source}, {b.source})", a.sample_rate, a.normalize, a.family)
     return MergeResult(
         merged,
         spec,
@@ -69,6 +86,10 @@ def export(encoder: Encoder, directory: str | Path, card: Mapping | None = None)
 def _export(encoder: Encoder, directory: Path, card: Mapping | None) -> None:
     directory.mkdir(parents=True)
     encoder.model.save_pretrained(directory)
+    config = json.loads((directory / "config.json").read_text())
+    if config.get("model_type") != encoder.family.model_type:  # a family sharing a class
+        config["model_type"] = encoder.family.model_type
+        (directory / "config.json").write_text(json.dumps(config, indent=2))
     Wav2Vec2FeatureExtractor(
         feature_size=1,
         sampling_rate=encoder.sample_rate,

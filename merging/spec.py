@@ -1,4 +1,4 @@
-"""The permutation spec of a HuBERT-family encoder: one table, one generic apply function.
+"""The permutation spec of a HuBERT-layout encoder: one table, one generic apply function.
 
 Every unit that can be reordered belongs to one *permutation group*. A group names the
 parameter axes that must move together and the calibration points whose activations score
@@ -42,7 +42,9 @@ class PermGroup:
     ``blocks > 1`` means the permutation is only a symmetry if it maps whole blocks of
     ``size // blocks`` units onto whole blocks (attention heads, positional-conv groups).
     Groups with the same ``tie`` must use the same block permutation (Q/K and V/O of one
-    layer share the head order). ``exact=False`` marks reorderings that change the function.
+    layer share the head order). ``fixed_blocks``: the blocks must stay where they are, only
+    units inside each block move (WavLM's heads, which its position gates tie to the residual
+    stream). ``exact=False`` marks reorderings that change the function.
     """
 
     name: str
@@ -53,6 +55,7 @@ class PermGroup:
     blocks: int = 1
     tie: str | None = None
     exact: bool = True
+    fixed_blocks: bool = False
 
     @property
     def block_size(self) -> int:
@@ -261,7 +264,11 @@ def random_exact_perms(
             continue
         key = g.tie or g.name
         if key not in block_orders:
-            block_orders[key] = torch.randperm(g.blocks, generator=generator)
+            block_orders[key] = (
+                torch.arange(g.blocks)
+                if g.fixed_blocks
+                else torch.randperm(g.blocks, generator=generator)
+            )
         inner = [torch.randperm(g.block_size, generator=generator) for _ in range(g.blocks)]
         perms[g.name] = compose_blocks(block_orders[key], inner, g.block_size)
     return perms

@@ -63,12 +63,16 @@ def describe(record: dict[str, Any]) -> str:
         source = str((config.get("pair") or {}).get(parent) or "")
         return f"model {parent.upper()} alone ({Path(source).name or source})"
     scope = config.get("permute") or {}
-    merge = config.get("merge") or {}
+    merge = record.get("merge") or config.get("merge") or {}
     name = scope.get("name", "?")
     aligned = "no alignment" if name == "none" else str(name)
     if name != "none" and not scope.get("cnn", True):
         aligned += " without CNN"
-    return f"{merge.get('method', 'linear')}, {aligned}, alpha {merge.get('alpha')}"
+    if name != "none" and record.get("match", "exact") != "exact":
+        aligned += f" by {record['match']}"
+    method = merge.get("method") or str(merge.get("_target_", "linear")).rsplit(".", 1)[-1].lower()
+    settings = [f"{k} {v}" for k, v in merge.items() if k not in ("method", "_target_", "refined")]
+    return ", ".join([method, aligned, *settings])
 
 
 def load_rows(sweep: str | Path) -> list[Row]:

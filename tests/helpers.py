@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import torch
-from transformers import HubertConfig, HubertModel
+from transformers import HubertConfig
 
+from merging.families import families
 from merging.load import Encoder
 
 
-def tiny_config(**overrides) -> HubertConfig:
+def tiny_config(family: str = "hubert", **overrides) -> HubertConfig:
     kwargs = dict(
         hidden_size=32,
         num_hidden_layers=2,
@@ -27,12 +28,12 @@ def tiny_config(**overrides) -> HubertConfig:
         layerdrop=0.0,
     )
     kwargs.update(overrides)
-    return HubertConfig(**kwargs)
+    return families()[family].config_class(**kwargs)
 
 
 def random_encoder(config: HubertConfig, seed: int, rate: int = 16000) -> Encoder:
     torch.manual_seed(seed)
-    model = HubertModel(config).eval()
+    model = families()[config.model_type].model_class(config).eval()
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 import run  # registers the ${repo:} resolver the demo pair uses
 from merging.combine import interpolate
 from merging.merge import export
+from merging.plugins import build
 from report import table, tracking
 from report.results import checkpoint_stamp, finished
 from tests.helpers import random_encoder, tiny_config
@@ -26,7 +27,17 @@ from tests.test_eval import make_two_class_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
-GROUPS = ("pair", "permute", "merge", "calibration", "eval", "logger", "trainer", "experiment")
+GROUPS = (
+    "pair",
+    "permute",
+    "match",
+    "merge",
+    "calibration",
+    "eval",
+    "logger",
+    "trainer",
+    "experiment",
+)
 LAUNCHERS = {
     "basic": "BasicLauncher",
     "joblib": "JoblibLauncher",
@@ -59,12 +70,16 @@ def options(group: str) -> list[str]:
     "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v)
 )
 def test_every_option_of_every_group_composes(group, option):
-    cfg = composed(f"{group}={option}")
+    required = {("eval", "folder"): ["eval.root=/data/task"]}  # its one mandatory value
+    cfg = composed(f"{group}={option}", *required.get((group, option), []))
     if group == "experiment":
         assert cfg.experiment_id == option
         return
     node = OmegaConf.to_container(cfg[group], resolve=True)  # resolvers (${repo:}) work too
-    assert node["method" if group == "merge" else "name"] == option
+    if "_target_" in node:  # a plug point: the option builds the object it names
+        assert build(cfg[group], group).name == option
+    else:
+        assert node["name"] == option
     if group == "trainer":
         assert {"accelerator", "devices", "strategy", "precision"} <= set(node)
 
