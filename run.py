@@ -14,6 +14,8 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,17 +28,18 @@ from safetensors.torch import save_file
 
 from merging.analysis import plot_alignment
 from merging.audio import calibration_clips, list_audio
-from merging.calibrate import cached_calibrate
+from merging.calibrate import PointStats, cached_calibrate
 from merging.combine import Merger
 from merging.families import register
 from merging.files import write_atomically
 from merging.forward import min_samples
-from merging.load import check_mergeable, load_encoder
+from merging.load import Encoder, check_mergeable, load_encoder
 from merging.match import Matcher, Scope
-from merging.merge import export, merge
+from merging.merge import MergeResult, export, merge
 from merging.plugins import build
 from merging.runtime import keep_freed_memory
-from report.results import checkpoint_stamp, code_stamp, finished, to_json
+from report.record import Evaluation, JobRecord
+from report.results import checkpoint_stamp, code_stamp, finished
 from report.tracking import log_job
 
 log = logging.getLogger("run")
@@ -137,17 +140,25 @@ def gather_inputs(cfg: DictConfig) -> Inputs:
     return Inputs(dirs, suite, matcher, merger)
 
 
-def merge_job(cfg: DictConfig, out: Path, inputs: Inputs) -> dict:
-    """conf -> merging: load, calibrate (cached), match, permute, combine, export."""
-    torch.manual_seed(cfg.seed)
-    suite = inputs.suite
-    seconds: dict[str, float] = {}
+@contextmanager
+def timed(record: JobRecord, stage: str) -> Iterator[None]:
     t = time.perf_counter()
-    a = load_encoder(cfg.pair.a, cfg.device)
-    b = load_encoder(cfg.pair.b, cfg.device)
-    check_mergeable(a, b)
-    seconds["loading"] = time.perf_counter() - t
+    yield
+    record.seconds[stage] = time.perf_counter() - t
 
+
+def load_pair(cfg: DictConfig, record: JobRecord) -> tuple[Encoder, Encoder]:
+    with timed(record, "loading"):
+        a = load_encoder(cfg.pair.a, cfg.device)
+        b = load_encoder(cfg.pair.b, cfg.device)
+        check_mergeable(a, b)
+    return a, b
+
+
+def calibrate_pair(
+    cfg: DictConfig, a: Encoder, b: Encoder, inputs: Inputs, record: JobRecord
+) -> tuple[dict[str, PointStats], list]:
+    """Both encoders' statistics at every merge point, over the calibration clips (cached)."""
     cal = cfg.calibration
     clips, skipped = calibration_clips(
         inputs.calibration_dirs,
@@ -157,50 +168,76 @@ def merge_job(cfg: DictConfig, out: Path, inputs: Inputs) -> dict:
         cal.seed,
         min_samples(a.config),
     )
-    t = time.perf_counter()
-    stats, cached = cached_calibrate(
-        a, b, clips, cfg.paths.cache, cal.batch_size, cfg.progress, cal.get("max_frame_rate")
-    )
-    seconds["calibration"] = time.perf_counter() - t
+    with timed(record, "calibration"):
+        stats, cached = cached_calibrate(
+            a, b, clips, cfg.paths.cache, cal.batch_size, cfg.progress, cal.get("max_frame_rate")
+        )
+    record.calibration = {
+        "clips": len(clips),
+        "requested": cal.size,
+        "skipped": len(skipped),
+        "skipped_files": skipped[:10],  # the first few, by name
+        "audio_seconds": sum(c.wave.numel() for c in clips) / a.sample_rate,
+        "cached": cached,
+    }
+    return stats, clips
 
+
+def align_and_combine(
+    cfg: DictConfig,
+    a: Encoder,
+    b: Encoder,
+    stats: dict[str, PointStats],
+    clips: list,
+    inputs: Inputs,
+    out: Path,
+    record: JobRecord,
+) -> MergeResult:
+    """Match, permute B, combine (and refine); which unit of B went where is saved."""
     p = cfg.permute
     scope = Scope(cnn=p.cnn, ffn=p.ffn, attn=p.attn, res=p.res)
     result = merge(a, b, stats, scope, inputs.merger, inputs.matcher)
     refined = inputs.merger.refine(result.encoder, clips)  # a pass over the clips, if it needs one
     if cfg.get("parent") is not None:  # the parent's weights (exact); its input convention too
         result.encoder.normalize = {"a": a, "b": b}[cfg.parent].normalize
-    seconds.update(result.seconds)
-    perms = out / "permutations.safetensors"  # which unit of B went where: compare jobs by it
+    record.seconds.update(result.seconds)
+    perms = out / "permutations.safetensors"  # compare jobs by it
     write_atomically(
         perms,
         lambda tmp: save_file({g: p.contiguous() for g, p in result.perms.items()}, str(tmp)),
     )
-
-    plots = [
+    record.scope = OmegaConf.to_container(p)
+    record.alpha = cfg.merge.get("alpha")
+    record.match = inputs.matcher.name
+    record.merge = {**inputs.merger.describe(), **({"refined": refined} if refined else {})}
+    record.alignment = result.alignment
+    record.permutations = str(perms)
+    record.plots = [
         str(plot_alignment(result.spec, stats, result.perms, g, out / "plots" / f"corr_{g}.png"))
         for g in cfg.heatmaps
         if g in result.perms
     ]
-    if cfg.save_merged:
-        t = time.perf_counter()
-        export(
-            result.encoder,
-            out / "merged",
-            {
-                "a": a.source,
-                "b": b.source,
-                "scope": p.name,
-                "match": inputs.matcher.name,
-                "merge": inputs.merger.describe(),
-                "alpha": cfg.merge.get("alpha"),
-            },
-        )
-        seconds["export"] = time.perf_counter() - t
-    evaluation = None
-    if cfg.eval.get("suite") is not None:
-        from eval.evaluate import evaluate, evaluate_s3prl  # merging never depends on eval
+    return result
 
-        t = time.perf_counter()
+
+def export_merged(
+    cfg: DictConfig, result: MergeResult, a: Encoder, b: Encoder, out: Path, record: JobRecord
+) -> None:
+    card = {"a": a.source, "b": b.source, "scope": cfg.permute.name, "match": record.match}
+    with timed(record, "export"):
+        export(
+            result.encoder, out / "merged", {**card, "merge": record.merge, "alpha": record.alpha}
+        )
+    record.merged_dir = str(out / "merged")
+
+
+def evaluate_merged(
+    cfg: DictConfig, result: MergeResult, a: Encoder, b: Encoder, inputs: Inputs, out: Path,
+    record: JobRecord,
+) -> None:  # fmt: skip
+    from eval.evaluate import evaluate, evaluate_s3prl  # merging never depends on eval
+
+    with timed(record, "evaluation"):
         if cfg.eval.get("backend") == "s3prl":
             if not cfg.save_merged:
                 raise ValueError(
@@ -215,29 +252,21 @@ def merge_job(cfg: DictConfig, out: Path, inputs: Inputs) -> dict:
                 parents=(a, b),
                 trainer=OmegaConf.to_container(cfg.trainer, resolve=True),
                 progress=cfg.progress,
-                suite=suite,
+                suite=inputs.suite,
             )
-        seconds["evaluation"] = time.perf_counter() - t
-    return {
-        "scope": OmegaConf.to_container(p),
-        "alpha": cfg.merge.get("alpha"),
-        "match": inputs.matcher.name,
-        "merge": {**inputs.merger.describe(), **({"refined": refined} if refined else {})},
-        "calibration": {
-            "clips": len(clips),
-            "requested": cal.size,
-            "skipped": len(skipped),
-            "skipped_files": skipped[:10],  # the first few, by name
-            "audio_seconds": sum(c.wave.numel() for c in clips) / a.sample_rate,
-            "cached": cached,
-        },
-        "alignment": result.alignment,
-        "permutations": str(perms),
-        "plots": plots,
-        "merged_dir": str(out / "merged") if cfg.save_merged else None,
-        "evaluation": evaluation,
-        "seconds": seconds,
-    }
+    record.evaluation = Evaluation.from_dict(evaluation)
+
+
+def merge_job(cfg: DictConfig, out: Path, inputs: Inputs, record: JobRecord) -> None:
+    """conf -> merging -> eval, stage by stage, each filling its part of ``record``."""
+    torch.manual_seed(cfg.seed)
+    a, b = load_pair(cfg, record)
+    stats, clips = calibrate_pair(cfg, a, b, inputs, record)
+    result = align_and_combine(cfg, a, b, stats, clips, inputs, out, record)
+    if cfg.save_merged:
+        export_merged(cfg, result, a, b, out, record)
+    if cfg.eval.get("suite") is not None:
+        evaluate_merged(cfg, result, a, b, inputs, out, record)
 
 
 class Terminated(KeyboardInterrupt):
@@ -259,9 +288,8 @@ def on_sigterm(handler):
         return None
 
 
-def save_record(out: Path, record: dict) -> None:
-    text = to_json(record)
-    write_atomically(out / "results.json", lambda tmp: tmp.write_text(text))
+def save_record(out: Path, record: JobRecord) -> None:
+    record.write(out / "results.json")
 
 
 def tracking_identity(cfg: DictConfig, hc: DictConfig, out: Path) -> tuple[str, str, list[str]]:
@@ -303,15 +331,14 @@ def main(cfg: DictConfig) -> None:
     ):
         log.info("skipped %s: its results.json is ok for this config (resume=false reruns)", out)
         return
-    record: dict = {
-        "config": config,
-        "checkpoints": checkpoints,
-        "code": code,
-        "data": data,
-        "experiment_id": cfg.get("experiment_id"),
-        "parent": cfg.get("parent"),
-        "status": "running",
-    }
+    record = JobRecord(
+        config=config,
+        checkpoints=checkpoints,
+        code=code,
+        data=data,
+        experiment_id=cfg.get("experiment_id"),
+        parent=cfg.get("parent"),
+    )
     # Claim the dir before touching anything in it: from here on a kill leaves a "running"
     # record of this config, never an earlier job's "ok" beside this job's weights.
     save_record(out, record)
@@ -322,26 +349,25 @@ def main(cfg: DictConfig) -> None:
             raise config_error
         check_parent(cfg)
         assert inputs is not None
-        record.update(merge_job(cfg, out, inputs))
-        record["status"] = "ok"
+        merge_job(cfg, out, inputs, record)
+        record.status = "ok"
     except KeyboardInterrupt:
-        record["status"] = "interrupted"  # never taken for finished: a restart redoes it
+        record.status = "interrupted"  # never taken for finished: a restart redoes it
         raise
     except Exception as err:  # noqa: BLE001 - recorded with its traceback, reported below
-        record.update(
-            status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()
-        )
+        record.status, record.error = "failed", f"{type(err).__name__}: {err}"
+        record.traceback = traceback.format_exc()
     finally:
         on_sigterm(previous)
-        record["total_seconds"] = time.perf_counter() - t
+        record.total_seconds = time.perf_counter() - t
         save_record(out, record)
     # after results.json, so that a tracking failure never loses the job's results
     if cfg.logger.get("name") == "wandb":
         log_job(record, out, cfg.logger, *tracking_identity(cfg, hc, out))
-    if record["status"] == "ok":
+    if record.status == "ok":
         log.info("merged %s -> %s", cfg.permute.name, out)
         return
-    log.error("job failed: %s (details in %s)", record["error"], out / "results.json")
+    log.error("job failed: %s (details in %s)", record.error, out / "results.json")
     if hc.mode != RunMode.MULTIRUN:  # a sweep records the failure and goes on
         sys.exit(2)
 

@@ -9,7 +9,6 @@ seeded subset of the training split for that reason; the full LibriSpeech-100 pr
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,7 @@ from tqdm.auto import tqdm
 
 from eval.data import Example
 from eval.features import Upstream, dataset_key, length_batches, read_usable
-from eval.probe import fit_quietly
+from eval.probe import best_on_validation, fit_quietly
 from merging.files import read_cache, write_atomically
 from merging.forward import frame_mask, pad_batch
 
@@ -261,23 +260,26 @@ def fit_ctc(
     train = [(c, vocab.encode(t)) for c, t in zip(clips["train"], texts["train"], strict=True)]
 
     mean, std = _layer_moments(clips["train"])
-    best: tuple[float, float, CTCProbe] | None = None
-    for lr in lrs:
-        L.seed_everything(seed, workers=True, verbose=False)
-        model = CTCProbe(*mean.shape, len(vocab), mean, std, hidden, lr)
-        loader = DataLoader(
-            train,
-            batch_size=batch_size,
-            shuffle=True,
-            collate_fn=_collate,
-            generator=torch.Generator().manual_seed(seed),
-        )
-        fit_quietly(model, loader, epochs, trainer, gradient_clip_val=1.0)
-        score = wer(texts["valid"], _transcribe(model, clips["valid"], vocab))
-        if best is None or score < best[0]:
-            best = (score, lr, copy.deepcopy(model))
-    assert best is not None
-    valid, lr, model = best
+
+    def trained():
+        for lr in lrs:
+            L.seed_everything(seed, workers=True, verbose=False)
+            model = CTCProbe(*mean.shape, len(vocab), mean, std, hidden, lr)
+            loader = DataLoader(
+                train,
+                batch_size=batch_size,
+                shuffle=True,
+                collate_fn=_collate,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            fit_quietly(model, loader, epochs, trainer, gradient_clip_val=1.0)
+            yield lr, model
+
+    valid, lr, model = best_on_validation(
+        trained(),
+        lambda m: wer(texts["valid"], _transcribe(m, clips["valid"], vocab)),
+        lower_is_better=True,
+    )
     hyps = _transcribe(model, clips["test"], vocab)
     edits = [
         word_errors(normalise_text(r), normalise_text(h))

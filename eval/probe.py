@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
@@ -162,6 +162,24 @@ class ProbeBank(L.LightningModule):
         return torch.optim.Adam(groups)
 
 
+M = TypeVar("M")
+
+
+def best_on_validation(
+    candidates: Iterable[tuple[float, M]], score: Callable[[M], float], lower_is_better=False
+) -> tuple[float, float, M]:
+    """(validation score, lr, probe) of the best of the (lr, probe) candidates; the first of
+    equals wins. The one selection rule of every probe kind (utterance, k-fold, CTC)."""
+    best: tuple[float, float, M] | None = None
+    for lr, model in candidates:
+        value = score(model)
+        if best is None or (value < best[0] if lower_is_better else value > best[0]):
+            best = (value, lr, model)
+    if best is None:
+        raise ValueError("no probe to choose from: eval.probe.lrs is empty")
+    return best
+
+
 def fit_probes(
     feats: PooledFeatures,
     lrs: Sequence[float] = (1e-3, 1e-2),
@@ -196,15 +214,10 @@ def fit_probes(
         fit_quietly(bank, positions, epochs, trainer)
     results = []
     for seed in seeds:
-        best: tuple[float, float, nn.Module] | None = None
-        for (s, lr), model in zip(runs, bank.probes, strict=True):
-            if s != seed:
-                continue
-            score = _accuracy(model, xva, yva)
-            if best is None or score > best[0]:
-                best = (score, lr, model)
-        assert best is not None
-        valid, lr, model = best
+        valid, lr, model = best_on_validation(
+            ((lr, m) for (s, lr), m in zip(runs, bank.probes, strict=True) if s == seed),
+            lambda m: _accuracy(m, xva, yva),
+        )
         predicted = _predict(model, xte)
         results.append(
             ProbeResult(

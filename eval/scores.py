@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from eval.tasks import Task
+from eval.tasks import PAPER_TASKS, Task
 
 # The paper's task columns, by domain, and the FBANK floors of its speech tasks.
 PAPER_SPEECH = ("asr_wer", "ks", "ic", "sid", "er")
@@ -81,14 +81,8 @@ def suite_scores(
 
 
 def paper_scores(
-    metrics: Mapping[str, float],
-    ref_a: Mapping[str, float],
-    ref_b: Mapping[str, float],
-    speech: tuple[str, ...] = PAPER_SPEECH,
-    music: tuple[str, ...] = PAPER_MUSIC,
-    floors: Mapping[str, float] = PAPER_FBANK,
-) -> dict[str, float]:
-    """Speech (vs model A and the FBANK floor), Music (vs model B) and their mean."""
-    s = domain_score(metrics, {t: ref_a[t] for t in speech}, floors)
-    m = domain_score(metrics, {t: ref_b[t] for t in music})
-    return {"speech": s, "music": m, "avg": (s + m) / 2}
+    metrics: Mapping[str, float], ref_a: Mapping[str, float], ref_b: Mapping[str, float]
+) -> dict:
+    """The paper's Table I scores of one row: ``suite_scores`` over its eleven tasks with its
+    FBANK floors."""
+    return suite_scores(metrics, list(PAPER_TASKS.values()), ref_a, ref_b, PAPER_FBANK)

@@ -20,6 +20,7 @@ from typing import Any
 from safetensors.torch import load_file
 
 from eval.stats import SCORES
+from report.record import JobRecord
 from report.table import add_uncertainty, describe, load_records, shared
 
 CALIBRATION_SIZE = "calibration.size"
@@ -32,7 +33,7 @@ def lookup(config: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def scope_of(record: dict[str, Any]) -> str:
+def scope_of(record: JobRecord) -> str:
     """The scope part of the table's description: ``none``, ``fnn_attn``, ``fnn_attn without
     CNN``."""
     return describe(record).split(", ")[1].replace("no alignment", "none")
@@ -65,11 +66,11 @@ def build(sweep: str | Path, x: str = "merge.alpha") -> dict[str, Path]:
         raise FileNotFoundError(f"no finished job with per-clip results under {sweep}")
     points = []
     for row, rec in loaded:
-        value = lookup(rec.get("config") or {}, x)
+        value = lookup(rec.config, x)
         if value is None:
             raise ValueError(f"{row.key}: its config has no {x}")
         row.key = f"{scope_of(rec)} @ {value}"  # a curve's rows are its points
-        points.append((scope_of(rec), float(value), row, rec.get("permutations")))
+        points.append((scope_of(rec), float(value), row, rec.permutations))
     add_uncertainty([p[2] for p in points], record, reference=None)
     points.sort(key=lambda p: (p[0], p[1]))
     kept: dict[tuple[str, float], float | None] = {}

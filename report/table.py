@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from eval.scores import PAPER_MUSIC, PAPER_SPEECH
 from eval.stats import LEVEL, SCORES, Bootstrap
 from eval.tasks import PAPER_TASKS
+from report.record import Evaluation, JobRecord
 from report.uncertainty import ALPHA, suite_tasks, uncertainty, write_significance
 
 REFERENCE = "id4"  # the row every other is tested against (report.reference)
@@ -55,21 +54,21 @@ class Row:
     significant: set[str] = field(default_factory=set)  # columns that differ from the reference
 
 
-def describe(record: dict[str, Any]) -> str:
+def describe(record: JobRecord) -> str:
     """Method, scope and alpha in a few words; a parent scored alone says so."""
-    config = record.get("config") or {}
-    parent = record.get("parent") or config.get("parent")
+    config = record.config
+    parent = record.parent or config.get("parent")
     if parent in ("a", "b"):
         source = str((config.get("pair") or {}).get(parent) or "")
         return f"model {parent.upper()} alone ({Path(source).name or source})"
     scope = config.get("permute") or {}
-    merge = record.get("merge") or config.get("merge") or {}
+    merge = record.merge or config.get("merge") or {}
     name = scope.get("name", "?")
     aligned = "no alignment" if name == "none" else str(name)
     if name != "none" and not scope.get("cnn", True):
         aligned += " without CNN"
-    if name != "none" and record.get("match", "exact") != "exact":
-        aligned += f" by {record['match']}"
+    if name != "none" and (record.match or "exact") != "exact":
+        aligned += f" by {record.match}"
     method = merge.get("method") or str(merge.get("_target_", "linear")).rsplit(".", 1)[-1].lower()
     settings = [f"{k} {v}" for k, v in merge.items() if k not in ("method", "_target_", "refined")]
     return ", ".join([method, aligned, *settings])
@@ -80,87 +79,76 @@ def load_rows(sweep: str | Path) -> list[Row]:
     return [row for row, _ in load_records(sweep)]
 
 
-def load_records(sweep: str | Path) -> list[tuple[Row, dict]]:
-    """Every job's row and its results.json record (empty if unreadable), in row order."""
+def load_records(sweep: str | Path) -> list[tuple[Row, JobRecord]]:
+    """Every job's row and its record (empty if unreadable), in row order."""
     rows = []
     for path in sorted(Path(sweep).rglob("results.json")):
         try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
+            record = JobRecord.read(path)
+        except (OSError, ValueError, TypeError) as err:
             row = Row(path.parent.name, None, "?", "failed", f"unreadable results: {err}")
-            rows.append((row, {}))
+            rows.append((row, JobRecord(status="failed")))
             continue
-        config = record.get("config") or {}
-        key = record.get("experiment_id") or config.get("experiment_id") or path.parent.name
+        key = record.key or path.parent.name
         match = re.fullmatch(r"id(\d+)", str(key))
-        evaluation = record.get("evaluation") or {}
+        evaluation = record.evaluation or Evaluation()
         row = Row(
             key=str(key),
             number=int(match.group(1)) if match else None,
             description=describe(record),
-            status=str(record.get("status")),
-            error=record.get("error"),
-            tasks={
-                name: m["value"]
-                for name, m in (evaluation.get("tasks") or {}).items()
-                if isinstance(m, dict) and m.get("value") is not None
-            },
-            scores={s: (evaluation.get("scores") or {}).get(s) for s in SCORES},
-            pair=(config.get("pair") or {}).get("name"),
+            status=str(record.status),
+            error=record.error,
+            tasks=evaluation.values(),
+            scores={s: evaluation.scores.get(s) for s in SCORES},
+            pair=(record.config.get("pair") or {}).get("name"),
             notes=[
-                f"{s}: {(evaluation.get('scores') or {})[f'{s}_error']}"
+                f"{s}: {evaluation.scores[f'{s}_error']}"
                 for s in SCORES
-                if f"{s}_error" in (evaluation.get("scores") or {})
+                if f"{s}_error" in evaluation.scores
             ],
-            tests=(evaluation.get("predictions") or {}).get("merged") or {},
+            tests=evaluation.predictions.get("merged") or {},
         )
         rows.append((row, record))
     return sorted(rows, key=lambda r: (r[0].number is None, r[0].number or 0, r[0].key))
 
 
-def shared(records: Sequence[dict]) -> dict | None:
+def shared(records: Sequence[JobRecord]) -> JobRecord | None:
     """The evaluation every ok job shares (parents, references, floors, suite), from the
     first job that recorded per-clip outcomes; None if none did (older results)."""
     for record in records:
-        evaluation = record.get("evaluation") or {}
-        predictions = evaluation.get("predictions") or {}
-        if record.get("status") == "ok" and {"a", "b"} <= set(predictions):
+        evaluation = record.evaluation
+        if record.status == "ok" and evaluation and {"a", "b"} <= set(evaluation.predictions):
             return record
     return None
 
 
-def reference_rows(record: dict) -> list[Row]:
+def reference_rows(record: JobRecord) -> list[Row]:
     """The FBANK and layer-fusion rows every job recorded as references."""
-    evaluation = record["evaluation"]
-    out = []
-    for who, description in REFERENCE_ROWS.items():
-        tests = evaluation["predictions"].get(who)
-        if tests:
-            values = (evaluation.get("references") or {}).get(who) or {}
-            pair = ((record.get("config") or {}).get("pair") or {}).get("name")
-            out.append(
-                Row(
-                    who,
-                    None,
-                    description,
-                    "ok",
-                    tasks=dict(values),
-                    pair=pair,
-                    source="reference",
-                    tests=tests,
-                )
-            )
-    return out
+    evaluation = record.evaluation or Evaluation()
+    pair = (record.config.get("pair") or {}).get("name")
+    return [
+        Row(
+            who,
+            None,
+            description,
+            "ok",
+            tasks=dict(evaluation.references.get(who) or {}),
+            pair=pair,
+            source="reference",
+            tests=evaluation.predictions[who],
+        )
+        for who, description in REFERENCE_ROWS.items()
+        if evaluation.predictions.get(who)
+    ]
 
 
-def add_uncertainty(rows: Sequence[Row], record: dict, reference: str) -> list:
+def add_uncertainty(rows: Sequence[Row], record: JobRecord, reference: str | None) -> list:
     """Fill every row's intervals and significant columns; the list of tests."""
-    evaluation = record["evaluation"]
-    config = record.get("config") or {}
-    boot = Bootstrap.of((config.get("eval") or {}).get("bootstrap"))
-    floor = evaluation.get("floors") if evaluation.get("floor") == "paper" else "majority"
+    evaluation = record.evaluation or Evaluation()
+    boot = Bootstrap.of((record.config.get("eval") or {}).get("bootstrap"))
+    floor = evaluation.floors if evaluation.floor == "paper" else "majority"
     scored = {r.key: r.tests for r in rows if r.status == "ok" and r.tests}
-    parents = (evaluation["predictions"]["a"], evaluation["predictions"]["b"])
+    parents = (evaluation.predictions["a"], evaluation.predictions["b"])
     points, spans, tests = uncertainty(
         scored,
         parents,
@@ -371,9 +359,7 @@ def build(sweep: str | Path, reference: str | None = None) -> dict[str, Path]:
     record = shared([rec for _, rec in loaded])
     paths = {ext: sweep / f"table.{ext}" for ext in ("md", "csv", "png")}
     if record is not None:
-        reference = reference or ((record.get("config") or {}).get("report") or {}).get(
-            "reference", REFERENCE
-        )
+        reference = reference or (record.config.get("report") or {}).get("reference", REFERENCE)
         rows += reference_rows(record)
         tests = add_uncertainty(rows, record, reference)
         paths["significance"] = write_significance(tests, sweep / "significance.csv")

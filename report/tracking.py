@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from report.record import Evaluation, JobRecord
+
 log = logging.getLogger("run.tracking")
 
 
@@ -21,39 +23,35 @@ def wandb_mode(logger: Mapping[str, Any]) -> str:
     return os.environ.get("WANDB_MODE") or logger.get("mode") or "offline"
 
 
-def scalars(record: Mapping[str, Any]) -> dict[str, float]:
+def scalars(record: JobRecord) -> dict[str, float]:
     """Per-task metrics, references, scores, alignment statistics and timings, W&B-keyed."""
     out: dict[str, float] = {}
-    evaluation = record.get("evaluation") or {}
-    for name, m in (evaluation.get("tasks") or {}).items():
-        if isinstance(m, Mapping) and m.get("value") is not None:
-            out[f"task/{name}"] = m["value"]
-    for who, values in (evaluation.get("references") or {}).items():
+    evaluation = record.evaluation or Evaluation()
+    out.update({f"task/{name}": v for name, v in evaluation.values().items()})
+    for who, values in evaluation.references.items():
         for name, v in values.items():
             out[f"reference_{who}/{name}"] = v
-    for name, v in (evaluation.get("scores") or {}).items():
+    for name, v in evaluation.scores.items():
         if isinstance(v, int | float):
             out[f"score/{name}"] = v
-    for name, (lo, hi) in (evaluation.get("intervals") or {}).items():
+    for name, (lo, hi) in evaluation.intervals.items():
         out[f"interval/{name}_lo"], out[f"interval/{name}_hi"] = lo, hi
-    for name, v in (evaluation.get("floors") or {}).items():
+    for name, v in evaluation.floors.items():
         out[f"floor/{name}"] = v
-    for row in record.get("alignment") or []:
+    for row in record.alignment:
         for key in ("moved", "corr_before", "corr_after"):
             out[f"alignment/{row['group']}/{key}"] = row[key]
-    for name, v in (record.get("seconds") or {}).items():
+    for name, v in record.seconds.items():
         out[f"seconds/{name}"] = v
-    if record.get("total_seconds") is not None:
-        out["seconds/total"] = record["total_seconds"]
+    if record.total_seconds is not None:
+        out["seconds/total"] = record.total_seconds
     return out
 
 
-def task_rows(record: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
+def task_rows(record: JobRecord) -> tuple[list[str], list[list[Any]]]:
     """One row per task: the merged encoder's metric beside the parents' and the floor's."""
-    evaluation = record.get("evaluation") or {}
-    refs = evaluation.get("references") or {}
-    spans = evaluation.get("intervals") or {}
-    floors = evaluation.get("floors") or {}
+    evaluation = record.evaluation or Evaluation()
+    refs, spans, floors = evaluation.references, evaluation.intervals, evaluation.floors
     who = [w for w in ("a", "b", "fbank", "fusion") if w in refs]
     label = {"a": "model A", "b": "model B", "fbank": "fbank", "fusion": "A + B fusion"}
     columns = ["task", "metric", "merged", "lo", "hi", *(label[w] for w in who), "floor"]
@@ -66,30 +64,29 @@ def task_rows(record: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
             *(refs[w].get(name) for w in who),
             floors.get(name),
         ]
-        for name, m in (evaluation.get("tasks") or {}).items()
+        for name, m in evaluation.tasks.items()
     ]
     return columns, rows
 
 
-def _media(wandb: Any, record: Mapping[str, Any]) -> dict[str, Any]:
+def _media(wandb: Any, record: JobRecord) -> dict[str, Any]:
     media: dict[str, Any] = {}
     columns, rows = task_rows(record)
     if rows:
         media["tasks"] = wandb.Table(columns=columns, data=rows)
-    alignment = record.get("alignment") or []
-    if alignment:
-        keys = list(alignment[0])
+    if record.alignment:
+        keys = list(record.alignment[0])
         media["alignment"] = wandb.Table(
-            columns=keys, data=[[r[k] for k in keys] for r in alignment]
+            columns=keys, data=[[r[k] for k in keys] for r in record.alignment]
         )
-    for plot in record.get("plots") or []:
+    for plot in record.plots:
         if Path(plot).is_file():
             media[f"heatmap/{Path(plot).stem}"] = wandb.Image(str(plot))
     return media
 
 
 def log_job(
-    record: Mapping[str, Any],
+    record: JobRecord,
     out: str | Path,
     logger: Mapping[str, Any],
     group: str,
@@ -101,7 +98,7 @@ def log_job(
     if mode == "disabled":
         return None
     run = None
-    ok = record.get("status") == "ok"
+    ok = record.status == "ok"
     try:
         import wandb
 
@@ -113,7 +110,7 @@ def log_job(
             name=name,
             tags=tags,
             job_type="merge",
-            config=dict(record.get("config") or {}),
+            config=dict(record.config),
             mode=mode,
             reinit="finish_previous",
             settings=wandb.Settings(console="off", quiet=True, x_disable_stats=True),
@@ -121,10 +118,10 @@ def log_job(
         run.log({**scalars(record), **_media(wandb, record)})
         run.summary.update(
             {
-                "status": record.get("status"),
-                "error": record.get("error"),
-                "experiment_id": record.get("experiment_id"),
-                "parent": record.get("parent"),
+                "status": record.status,
+                "error": record.error,
+                "experiment_id": record.experiment_id,
+                "parent": record.parent,
             }
         )
         return str(Path(run.dir).parent)

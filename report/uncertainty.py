@@ -12,7 +12,6 @@ import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from eval.stats import (
     LEVEL,
@@ -27,6 +26,7 @@ from eval.stats import (
     score_rows,
 )
 from eval.tasks import Task
+from report.record import JobRecord
 
 ALPHA = 0.05  # false discovery rate at which a difference is marked significant
 PARENTS = ("parent:a", "parent:b")
@@ -47,9 +47,9 @@ class Test:
         return self.p_bh < ALPHA
 
 
-def suite_tasks(record: Mapping[str, Any]) -> list[Task]:
+def suite_tasks(record: JobRecord) -> list[Task]:
     """The tasks a results.json was scored on, as ``Task``s (no adapter: data not needed)."""
-    return [Task(**t) for t in (record.get("evaluation") or {}).get("suite") or []]
+    return [Task(**t) for t in (record.evaluation.suite if record.evaluation else [])]
 
 
 def uncertainty(

@@ -20,6 +20,7 @@ from merging.combine import interpolate
 from merging.merge import export
 from merging.plugins import build
 from report import table, tracking
+from report.record import JobRecord
 from report.results import checkpoint_stamp, finished
 from tests.helpers import random_encoder, tiny_config
 from tests.test_audio import write_mixed_folder
@@ -180,7 +181,7 @@ def test_tracking_mode_and_failures_never_raise(monkeypatch, tmp_path, caplog):
     assert tracking.wandb_mode({"mode": "online"}) == "online"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert tracking.wandb_mode({"mode": "online"}) == "disabled"
-    assert tracking.log_job({"status": "ok"}, tmp_path, {}, "g", "n", []) is None
+    assert tracking.log_job(JobRecord(status="ok"), tmp_path, {}, "g", "n", []) is None
     monkeypatch.setenv("WANDB_MODE", "offline")
     import wandb
 
@@ -189,7 +190,7 @@ def test_tracking_mode_and_failures_never_raise(monkeypatch, tmp_path, caplog):
 
     monkeypatch.setattr(wandb, "init", broken)
     with caplog.at_level(logging.WARNING):
-        assert tracking.log_job({"status": "ok"}, tmp_path, {}, "g", "n", []) is None
+        assert tracking.log_job(JobRecord(status="ok"), tmp_path, {}, "g", "n", []) is None
     assert "no service" in caplog.text
 
 
