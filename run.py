@@ -80,13 +80,18 @@ def check_config(cfg: DictConfig) -> tuple[Matcher, Merger]:
     """The values a typo would otherwise only reveal after calibration; the matcher and the
     merge method the config names (``match``, ``merge``: ``_target_``)."""
     size = cfg.calibration.size
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"calibration.size must be a positive integer, got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ValueError(f"calibration.size must be a non-negative integer, got {size!r}")
     matcher, merger = build(cfg.match, "match"), build(cfg.merge, "merge")
     if not callable(matcher):
         raise TypeError(f"match: {type(matcher).__name__} is not a matcher (not callable)")
     if not isinstance(merger, Merger):
         raise TypeError(f"merge: {type(merger).__name__} is not a merging.combine.Merger")
+    if size == 0 and getattr(matcher, "needs_calibration", True):
+        raise ValueError(
+            f"match={getattr(matcher, 'name', matcher)} matches on calibration statistics: "
+            "calibration.size must be at least 1 (match=weight needs none)"
+        )
     return matcher, merger
 
 
@@ -129,8 +134,10 @@ def gather_inputs(cfg: DictConfig) -> Inputs:
     for node in cfg.pair.get("families") or []:  # encoder families from outside the project
         register(build(node, "pair.families"))
     cal = cfg.calibration
-    dirs = [str(d) for d in cal.dirs]
-    dirs += [str(build(s, "calibration.sources")) for s in cal.get("sources") or []]
+    dirs = []
+    if cal.size > 0:  # calibration.size=0: no pass over audio, no folders to find
+        dirs = [str(d) for d in cal.dirs]
+        dirs += [str(build(s, "calibration.sources")) for s in cal.get("sources") or []]
     suite = None
     if cfg.eval.get("suite") is not None and cfg.eval.get("backend") != "s3prl":
         from eval.evaluate import build_suite, check_suite  # merging never depends on eval
@@ -158,8 +165,12 @@ def load_pair(cfg: DictConfig, record: JobRecord) -> tuple[Encoder, Encoder]:
 def calibrate_pair(
     cfg: DictConfig, a: Encoder, b: Encoder, inputs: Inputs, record: JobRecord
 ) -> tuple[dict[str, PointStats], list]:
-    """Both encoders' statistics at every merge point, over the calibration clips (cached)."""
+    """Both encoders' statistics at every merge point, over the calibration clips (cached);
+    none at all with ``calibration.size=0`` (a data-free matcher)."""
     cal = cfg.calibration
+    if cal.size == 0:
+        record.calibration = {"clips": 0, "requested": 0, "skipped": 0, "cached": False}
+        return {}, []
     clips, skipped = calibration_clips(
         inputs.calibration_dirs,
         cal.size,
@@ -215,7 +226,7 @@ def align_and_combine(
     record.plots = [
         str(plot_alignment(result.spec, stats, result.perms, g, out / "plots" / f"corr_{g}.png"))
         for g in cfg.heatmaps
-        if g in result.perms
+        if g in result.perms and all(p in stats for p in result.spec[g].points)
     ]
     return result
 

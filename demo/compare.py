@@ -21,8 +21,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import HubertModel
 
-from eval.evaluate import build_suite, probe_task
+from eval.evaluate import build_suite
 from eval.features import EncoderUpstream, FbankUpstream, Upstream
+from eval.probing import probe_task
 from eval.stats import interval, outcome, samples
 from merging.combine import interpolate
 from merging.load import Encoder, load_encoder

@@ -15,22 +15,23 @@ from merging.spec import PermSpec
 def alignment_table(
     spec: PermSpec, stats: Mapping[str, PointStats], perms: Mapping[str, torch.Tensor]
 ) -> list[dict]:
-    """Per aligned group: share of indices that moved, mean matched correlation before/after."""
+    """Per aligned group: share of indices that moved, mean matched correlation before/after
+    (None without calibration statistics: a data-free matcher)."""
     rows = []
     for g in spec.groups:
         if g.name not in perms:
             continue
-        score = group_score(g, stats)
         perm = perms[g.name]
         idx = torch.arange(g.size)
+        score = group_score(g, stats) if all(p in stats for p in g.points) else None
         rows.append(
             {
                 "group": g.name,
                 "kind": g.kind,
                 "units": g.size,
                 "moved": float((perm != idx).double().mean()),
-                "corr_before": float(score[idx, idx].mean()),
-                "corr_after": float(score[idx, perm].mean()),
+                "corr_before": None if score is None else float(score[idx, idx].mean()),
+                "corr_after": None if score is None else float(score[idx, perm].mean()),
                 "exact": g.exact,
             }
         )

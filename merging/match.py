@@ -160,6 +160,37 @@ def group_score(group: PermGroup, stats: Mapping[str, PointStats]) -> torch.Tens
     return torch.stack([stats[p].corr.double() for p in group.points]).mean(0)
 
 
+def tied_jobs(spec: PermSpec, scope: Scope) -> list[list[PermGroup]]:
+    """The groups in scope as independent problems: a group alone, or the groups whose block
+    order is tied (Q/K and V/O of one layer), largest first."""
+    jobs: dict[str, list[PermGroup]] = {}
+    for g in spec.groups:
+        if scope.selects(g):
+            jobs.setdefault(g.name if g.blocks == 1 else (g.tie or g.name), []).append(g)
+    return sorted(jobs.values(), key=lambda m: -m[0].size)
+
+
+def solve_tied(members: list[PermGroup], scores: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Maximum total score for a group, or for block-tied groups jointly (blocks, then units
+    inside blocks; fixed blocks: each block's diagonal tile alone)."""
+    first = members[0]
+    if first.blocks == 1:
+        return {first.name: assign(scores[0])}
+    if first.fixed_blocks:
+        n = first.block_size
+        block_perm = torch.arange(first.blocks)
+        inner = [
+            [assign(s[b * n : (b + 1) * n, b * n : (b + 1) * n]) for b in range(first.blocks)]
+            for s in scores
+        ]
+    else:
+        block_perm, inner = assign_blocks(scores, first.blocks)
+    return {
+        g.name: compose_blocks(block_perm, per_block, g.block_size)
+        for g, per_block in zip(members, inner, strict=True)
+    }
+
+
 def match(
     spec: PermSpec,
     stats: Mapping[str, PointStats],
@@ -171,46 +202,14 @@ def match(
     Groups are independent assignment problems; they run on ``workers`` threads (default:
     one per core).
     """
-    jobs: dict[str, list[PermGroup]] = {}
-    for g in spec.groups:
-        if scope.selects(g):
-            jobs.setdefault(g.name if g.blocks == 1 else (g.tie or g.name), []).append(g)
-
     # Scores are built here (float64 already, so the workers' conversions are free), so the
     # worker threads run scipy only, with no torch thread pools spinning beside them.
     problems = [
-        (members, [group_score(g, stats) for g in members])
-        for members in sorted(jobs.values(), key=lambda m: -m[0].size)  # largest first
+        (members, [group_score(g, stats) for g in members]) for members in tied_jobs(spec, scope)
     ]
 
-    def solve(problem: tuple[list[PermGroup], list[torch.Tensor]]) -> dict[str, torch.Tensor]:
-        members, scores = problem
-        first = members[0]
-        if first.blocks == 1:
-            return {first.name: assign(scores[0])}
-        if first.fixed_blocks:  # each block onto itself: only its diagonal tile is matched
-            block_perm = torch.arange(first.blocks)
-            inner = [
-                [
-                    assign(
-                        s[
-                            b * first.block_size : (b + 1) * first.block_size,
-                            b * first.block_size : (b + 1) * first.block_size,
-                        ]
-                    )
-                    for b in range(first.blocks)
-                ]
-                for s in scores
-            ]
-        else:
-            block_perm, inner = assign_blocks(scores, first.blocks)
-        return {
-            g.name: compose_blocks(block_perm, per_block, g.block_size)
-            for g, per_block in zip(members, inner, strict=True)
-        }
-
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        solved = list(pool.map(solve, problems))
+        solved = list(pool.map(lambda problem: solve_tied(*problem), problems))
     found = {k: v for part in solved for k, v in part.items()}
     return {g.name: found[g.name] for g in spec.groups if g.name in found}
 
@@ -243,6 +242,7 @@ class Exact:
 
     workers: int | None = None  # threads for independent groups; None: one per core
     name = "exact"
+    needs_calibration = True
 
     def __call__(self, problem: MatchProblem) -> dict[str, torch.Tensor]:
         return match(problem.spec, problem.stats, problem.scope, self.workers)

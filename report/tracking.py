@@ -40,7 +40,8 @@ def scalars(record: JobRecord) -> dict[str, float]:
         out[f"floor/{name}"] = v
     for row in record.alignment:
         for key in ("moved", "corr_before", "corr_after"):
-            out[f"alignment/{row['group']}/{key}"] = row[key]
+            if row.get(key) is not None:
+                out[f"alignment/{row['group']}/{key}"] = row[key]
     for name, v in record.seconds.items():
         out[f"seconds/{name}"] = v
     if record.total_seconds is not None:

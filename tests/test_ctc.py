@@ -7,8 +7,9 @@ from omegaconf import OmegaConf
 
 from eval.ctc import Vocabulary, fit_ctc, frame_features, train_subset, wer, word_errors
 from eval.data import Example
-from eval.evaluate import build_suite, probe_task
+from eval.evaluate import build_suite
 from eval.features import FbankUpstream
+from eval.probing import probe_task
 
 RATE = 16000
 TONES = {"A": 300.0, "B": 900.0, "C": 2400.0}  # each letter a tone; words apart by silence

@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 
 from eval.data import Example, labelled_folder
-from eval.evaluate import probe_task
+from eval.probing import probe_task
 from eval.tasks import Task
 from tests.test_eval import LOGMEL, make_two_class_folder
 
@@ -175,7 +175,9 @@ def test_bad_values_fail_before_any_forward_pass_naming_what_to_fix(tmp_path):
             ValueError, match=f"merge.alpha must be a number in \\[0, 1\\].*{alpha!r}"
         ):
             run.check_config(composed(f"merge.alpha={alpha}"))
-    with pytest.raises(ValueError, match="calibration.size must be a positive integer"):
+    with pytest.raises(ValueError, match="calibration.size must be a non-negative integer"):
+        run.check_config(composed("calibration.size=-1"))
+    with pytest.raises(ValueError, match="match=exact matches on calibration statistics"):
         run.check_config(composed("calibration.size=0"))
 
     one_class = [Example(f"/d/x{i}.wav", "x", ("train", "test")[i % 2]) for i in range(6)]

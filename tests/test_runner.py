@@ -195,8 +195,8 @@ def test_tracking_mode_and_failures_never_raise(monkeypatch, tmp_path, caplog):
 
 
 def test_probe_cache_key_ignores_the_hardware(tmp_path):
-    from eval.evaluate import probe_task
     from eval.features import FbankUpstream
+    from eval.probing import probe_task
     from eval.tasks import Task
 
     root = make_two_class_folder(tmp_path / "hum_vs_hiss", per_class=15)

@@ -1,0 +1,157 @@
+"""One task's probe result for one upstream, from the probe cache when possible.
+
+The cache key holds everything that decides the result: the features' key, every clip's
+label and split, the task kind, the probe settings and a digest of the code that trains and
+records probes (this module, ``eval.probe``, ``eval.ctc``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from eval.ctc import fit_ctc, frame_features, train_subset
+from eval.data import Example
+from eval.features import Upstream, dataset_key, pooled_features
+from eval.probe import fit_kfold, fit_probes
+from eval.tasks import Task
+from merging.files import read_cache, source_digest, write_atomically
+
+PROBES_VERSION = 3  # bump when probing changes what a cached result would be
+
+
+def clip_ids(rows: list[Example]) -> dict[str, str]:
+    """Each clip's id in results: its path below the folder all of the task's clips share."""
+    paths = [e.path for e in rows]
+    root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    if root in paths:  # one file, or every row the same file
+        root = os.path.dirname(root)
+    return {p: os.path.relpath(p, root) for p in paths}
+
+
+def seeds_of(probe: Mapping[str, Any]) -> list[int]:
+    seeds = list(probe.get("seeds") or [0])
+    if not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"eval.probe.seeds must be a list of integers, got {seeds}")
+    return seeds
+
+
+def probe_task(
+    upstream: Upstream,
+    task: Task,
+    rows: list[Example],
+    cfg: DictConfig,
+    cache_dir: str | Path | None,
+    trainer: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> dict:
+    """One task's metric (in %) for one upstream, from the probe cache when possible.
+
+    With several ``probe.seeds`` every seed trains its own probe and the metric is their mean.
+    ``test`` holds the per-clip outcomes (clip ids, fold, label, each seed's prediction; for
+    CTC each seed's word edits) that intervals and significance tests are computed from.
+    ``trainer`` (Lightning's accelerator, devices, strategy, precision) is not part of the
+    cache key: the same probe trained on other hardware is the same result.
+    """
+    probe = OmegaConf.to_container(cfg.ctc if task.kind == "ctc" else cfg.probe, resolve=True)
+    seeds = seeds_of(probe)
+    if task.kind == "ctc":
+        rows = train_subset(rows, probe.get("max_train_hours"))
+    path = None
+    if cache_dir is not None:
+        key = hashlib.blake2b(
+            json.dumps(
+                [
+                    PROBES_VERSION,
+                    source_digest("eval.probe", "eval.ctc", "eval.probing"),
+                    dataset_key(upstream, rows, task.max_seconds),
+                    [(e.path, e.label, e.split) for e in rows],  # relabelled or re-split: rerun
+                    task.kind,
+                    probe,
+                ]
+            ).encode(),
+            digest_size=16,
+        ).hexdigest()
+        path = Path(cache_dir) / "probes" / f"{key}.json"
+        cached = read_cache(path, lambda p: json.loads(p.read_text()))
+        if cached is not None:  # the features were not needed: no word about them
+            for stale in ("features_cached", "feature_seconds"):
+                cached.pop(stale, None)
+            return {**cached, "probe_cached": True}
+    kwargs = {
+        "lrs": probe["lrs"],
+        "hidden": probe["hidden"],
+        "epochs": probe["epochs"],
+        "batch_size": probe["batch_size"],
+        "trainer": trainer,
+    }
+    extract = frame_features if task.kind == "ctc" else pooled_features
+    feats = extract(upstream, rows, cache_dir, task.max_seconds, cfg.batch_size, progress)
+    ids = clip_ids(rows)
+    out: dict[str, Any] = {
+        "metric": task.metric,
+        "clips": len(feats.examples),
+        "skipped": len(feats.skipped),
+        "feature_seconds": feats.seconds,
+        "features_cached": feats.cached,
+    }
+    if task.kind == "ctc":
+        fits = [fit_ctc(feats, **kwargs, seed=s) for s in seeds]
+        values = [100 * c.test_wer for c in fits]
+        out.update(
+            valid=statistics.fmean([100 * c.valid_wer for c in fits]),
+            lr=fits[0].lr,
+            layer_weights=mean_lists([c.layer_weights for c in fits]),
+            transcripts=fits[0].examples,
+        )
+        out["test"] = {
+            "ids": [ids[p] for p in fits[0].test_paths],
+            "groups": ["test"] * len(fits[0].test_paths),
+            "words": fits[0].test_words,
+            "errors": [c.test_errors for c in fits],
+        }
+    elif task.kind == "kfold":
+        fits = fit_kfold(feats, seeds=seeds, **kwargs)
+        values = [100 * k["mean"] for k in fits]
+        folds = sorted(fits[0]["folds"])
+        per_fold = {f: statistics.fmean([100 * k["folds"][f] for k in fits]) for f in folds}
+        out.update(std=statistics.pstdev(per_fold.values()), folds=per_fold)
+        tested = [e for e in feats.examples if e.path in fits[0]["predictions"]]
+        out["test"] = {
+            "ids": [ids[e.path] for e in tested],
+            "groups": [e.split for e in tested],
+            "labels": [e.label for e in tested],
+            "predictions": [[k["predictions"][e.path] for e in tested] for k in fits],
+        }
+    else:
+        fits = fit_probes(feats, seeds=seeds, **kwargs)
+        values = [100 * r.test_accuracy for r in fits]
+        out.update(
+            valid=statistics.fmean([100 * r.valid_accuracy for r in fits]),
+            lr=fits[0].lr,
+            layer_weights=mean_lists([r.layer_weights for r in fits]),
+        )
+        label = {e.path: e.label for e in feats.examples}
+        out["test"] = {
+            "ids": [ids[p] for p in fits[0].test_paths],
+            "groups": ["test"] * len(fits[0].test_paths),
+            "labels": [label[p] for p in fits[0].test_paths],
+            "predictions": [r.test_predictions for r in fits],
+        }
+    out["value"] = statistics.fmean(values)
+    if len(seeds) > 1:
+        out.update(seeds=seeds, seed_values=values, seed_std=statistics.pstdev(values))
+    if path is not None:
+        write_atomically(path, lambda tmp: tmp.write_text(json.dumps(out)))
+    return {**out, "probe_cached": False}
+
+
+def mean_lists(lists: list[list[float]]) -> list[float]:
+    return [statistics.fmean(column) for column in zip(*lists, strict=True)]
