@@ -218,9 +218,9 @@ def align_and_combine(
         lambda tmp: save_file({g: p.contiguous() for g, p in result.perms.items()}, str(tmp)),
     )
     record.scope = OmegaConf.to_container(p)
-    record.alpha = cfg.merge.get("alpha")
     record.match = inputs.matcher.name
     record.merge = {**inputs.merger.describe(), **({"refined": refined} if refined else {})}
+    record.alpha = record.merge.get("alpha")
     record.alignment = result.alignment
     record.permutations = str(perms)
     record.plots = [

@@ -61,7 +61,7 @@ def test_weight_matching_runs_with_no_calibration_audio(tmp_path):
             f"pair.b={tmp_path / 'B'}",
             "match=weight",
             "permute=fnn_attn",
-            "merge.alpha=0.5",
+            "merge.alpha={default:0.5,cnn:1.0}",  # a merge of a copy gives A whatever alpha is
             "calibration=default",
             "calibration.size=0",
             "eval=none",
@@ -78,6 +78,7 @@ def test_weight_matching_runs_with_no_calibration_audio(tmp_path):
     record = json.loads((out / "results.json").read_text())
     assert record["status"] == "ok", record.get("traceback") or done.stderr[-2000:]
     assert record["calibration"]["clips"] == 0 and record["match"] == "weight"
+    assert record["merge"] == {"method": "linear", "alpha": {"default": 0.5, "cnn": 1.0}}
     assert not list((tmp_path / "cache").glob("calibration/*"))  # no pass over audio at all
     merged, ref = load_encoder(out / "merged").model.state_dict(), a.model.state_dict()
     assert all(torch.allclose(merged[k], ref[k], atol=1e-6) for k in ref)

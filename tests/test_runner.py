@@ -377,3 +377,28 @@ def test_table_puts_the_papers_numbers_beside_the_papers_pair(tmp_path):
     assert "The paper's Table I" in md
     lines = paths["csv"].read_text().splitlines()
     assert sum(line.startswith("paper,") for line in lines) == 9
+
+
+def test_alpha_per_component_weighs_each_part_as_asked():
+    from merging.combine import Linear
+
+    a, b = (random_encoder(tiny_config(num_hidden_layers=3), s).model.state_dict() for s in (0, 1))
+    merged = Linear({"default": 0.5, "cnn": 1.0, "layers": {"from": 1.0, "to": 0.0}}).combine(a, b)
+    conv = "feature_extractor.conv_layers.0.conv.weight"
+    assert torch.equal(merged[conv], a[conv])  # the CNN kept from A
+    for i, w in enumerate((1.0, 0.5, 0.0)):  # a schedule over depth
+        k = f"encoder.layers.{i}.feed_forward.intermediate_dense.weight"
+        torch.testing.assert_close(merged[k], w * a[k] + (1 - w) * b[k])
+    k = "encoder.pos_conv_embed.conv.bias"
+    torch.testing.assert_close(merged[k], 0.5 * a[k] + 0.5 * b[k])
+    norms = Linear({"default": 0.9, "norms": 0.0}).combine(a, b)
+    assert torch.equal(
+        norms["encoder.layers.1.layer_norm.weight"], b["encoder.layers.1.layer_norm.weight"]
+    )
+    for bad in ({"cnns": 1.0}, {"layers": [0.5, 2.0]}, {"layers": {"from": 1}}):
+        with pytest.raises(ValueError, match="merge.alpha"):
+            Linear(bad)
+    with pytest.raises(ValueError, match="has 2 weights for 3 layers"):
+        Linear({"layers": [0.5, 0.5]}).combine(a, b)
+    cfg = composed("merge.alpha={default:0.9,cnn:1.0}")
+    assert run.check_config(cfg)[1].weight(conv, 3) == 1.0  # one override from the command line
