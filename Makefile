@@ -8,7 +8,7 @@ TINYSOUNDFONT_VERSION ?= 0.3.7
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install test lint table sweep curve calib-curve bench-merge bench-frame-rate \
-	pretrain-demo clean-cache
+	pretrain-demo clean-cache vo-point
 
 # Named sweeps write to fixed dirs, so that starting one again finishes only its missing jobs.
 # make table PAIR=hubert_mert EVAL=paper ARGS='eval.roots.ks=/data/speech_commands_v0.01 ...'
@@ -19,6 +19,7 @@ TABLE_DIR ?= multirun/table/$(PAIR)-$(EVAL)
 SWEEP_DIR ?= multirun/sweep/$(PAIR)-$(EVAL)
 CURVE_DIR ?= multirun/curve/$(PAIR)-$(EVAL)
 CALIB_DIR ?= multirun/calib-curve/$(PAIR)-$(EVAL)
+VO_DIR ?= multirun/vo-point/$(PAIR)-$(EVAL)
 ALPHAS ?= 0,0.25,0.5,0.75,1
 CALIB_SIZES ?= 4,8,16,32,64
 TABLE_IDS := id1,id2,id3,id4,id5,id6,id7,id8,id9
@@ -30,6 +31,7 @@ help:
 	@echo "make sweep          python run.py -m permute=cnn,fnn_attn,all into $(SWEEP_DIR)"
 	@echo "make curve          scores over merge.alpha=$(ALPHAS), permute none and fnn_attn"
 	@echo "make calib-curve    scores over calibration.size=$(CALIB_SIZES), permute fnn_attn"
+	@echo "make vo-point       ID 5 with V/O matched on v_proj's output and on the context"
 	@echo "make bench-merge    time a HuBERT-base-size merge against plain forward passes"
 	@echo "make bench-frame-rate  permutations with calibration.max_frame_rate against exact ones"
 	@echo "make pretrain-demo  rebuild the demo encoders (checkpoints/demo-*)"
@@ -67,6 +69,14 @@ calib-curve: install
 	$(PY) run.py -m permute=fnn_attn calibration.size=$(CALIB_SIZES) pair=$(PAIR) eval=$(EVAL) \
 		hydra.sweep.dir=$(CALIB_DIR) $(ARGS)
 	$(PY) -m report.curve $(CALIB_DIR) --x calibration.size
+
+# Where V/O is scored: on v_proj's output (v) or on the attention context (the paper's point).
+vo-point: install
+	for point in v context; do \
+		$(PY) run.py experiment=id5 experiment_id=id5-$$point permute.vo_point=$$point \
+			pair=$(PAIR) eval=$(EVAL) hydra.run.dir=$(VO_DIR)/$$point $(ARGS) || exit 1; \
+	done
+	$(PY) -m report.table $(VO_DIR) --reference id5-v
 
 bench-merge: install
 	$(PY) benchmarks/bench_merge.py

@@ -206,7 +206,7 @@ def align_and_combine(
 ) -> MergeResult:
     """Match, permute B, combine (and refine); which unit of B went where is saved."""
     p = cfg.permute
-    scope = Scope(cnn=p.cnn, ffn=p.ffn, attn=p.attn, res=p.res)
+    scope = Scope(cnn=p.cnn, ffn=p.ffn, attn=p.attn, res=p.res, vo_point=p.get("vo_point", "v"))
     result = merge(a, b, stats, scope, inputs.merger, inputs.matcher)
     refined = inputs.merger.refine(result.encoder, clips)  # a pass over the clips, if it needs one
     if cfg.get("parent") is not None:  # the parent's weights (exact); its input convention too

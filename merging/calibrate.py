@@ -64,6 +64,8 @@ def merge_points(config: HubertConfig) -> list[Point]:
     for l in range(config.num_hidden_layers):  # noqa: E741
         layer = f"encoder.layers.{l}"
         points += [Point(f"{p}.{l}", f"{layer}.attention.{p}_proj") for p in "qkv"]
+        # the attention context softmax(QK^T)V that out_proj reads: the paper's V/O point
+        points.append(Point(f"ctx.{l}", f"{layer}.attention.out_proj", pre=True))
         points.append(Point(f"ffn.{l}", f"{layer}.feed_forward.output_dense", pre=True))
         points.append(Point(f"res.{l + 1}", layer))
     return points

@@ -31,6 +31,7 @@ class Scope:
     ffn: bool = False
     attn: str = "none"
     res: bool = False
+    vo_point: str = "v"  # V/O scored on v_proj's output, or on the context (see build_spec)
 
     def __post_init__(self) -> None:
         if self.attn not in ATTN_MODES:

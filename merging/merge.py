@@ -34,7 +34,9 @@ def spec_for(encoder: Encoder, scope: Scope) -> PermSpec:
     """The encoder's family's permutation spec; a scope that asks for a group the family does
     not have (WavLM's residual stream) is an error, not a silent no-op."""
     family, model = encoder.family, encoder.model
-    spec = family.build_spec(model.config, scope.split_qkv, model.state_dict().keys())
+    spec = family.build_spec(
+        model.config, scope.split_qkv, model.state_dict().keys(), scope.vo_point
+    )
     kinds = {g.kind for g in spec.groups}
     if scope.res and "res" not in kinds:
         raise ValueError(

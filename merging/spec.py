@@ -95,16 +95,27 @@ POS_CONV_WEIGHTS = tuple(
 )
 
 
+VO_POINTS = {"v": "v", "context": "ctx"}  # permute.vo_point -> calibration point prefix
+
+
 def build_spec(
-    config: HubertConfig, split_qkv: bool = False, keys: Collection[str] | None = None
+    config: HubertConfig,
+    split_qkv: bool = False,
+    keys: Collection[str] | None = None,
+    vo_point: str = "v",
 ) -> PermSpec:
     """Derive every permutation group from the config.
 
     With ``split_qkv`` the attention groups are the paper's "all" variant: Q, K and V/O are
     reordered independently and across heads, which is *not* a symmetry. With ``keys`` (a
     state dict's names) axes of absent optional parameters are dropped, so the spec names
-    exactly the model's own parameters.
+    exactly the model's own parameters. ``vo_point``: where V/O is scored, on ``v_proj``'s
+    output (``v``) or on the attention context that ``out_proj`` reads (``context``, the
+    paper's point); both see the same channel order, so both are exact.
     """
+    if vo_point not in VO_POINTS:
+        raise ValueError(f"permute.vo_point must be one of {tuple(VO_POINTS)}, got {vo_point!r}")
+    vo_at = VO_POINTS[vo_point]
     groups: list[PermGroup] = []
     n_conv = len(config.conv_dim)
     layer_norm_convs = config.feat_extract_norm == "layer"
@@ -155,14 +166,14 @@ def build_spec(
                     (f"k.{l}",),
                     exact=False,
                 ),
-                PermGroup(f"attn_vo.{l}", "attn", hidden, vo, (f"v.{l}",), exact=False),
+                PermGroup(f"attn_vo.{l}", "attn", hidden, vo, (f"{vo_at}.{l}",), exact=False),
             ]
         else:
             qk = (*_wb(f"{att}.q_proj"), *_wb(f"{att}.k_proj"))
             tie = f"heads.{l}"
             groups += [
                 PermGroup(f"attn_qk.{l}", "attn", hidden, qk, (f"q.{l}", f"k.{l}"), heads, tie),
-                PermGroup(f"attn_vo.{l}", "attn", hidden, vo, (f"v.{l}",), heads, tie),
+                PermGroup(f"attn_vo.{l}", "attn", hidden, vo, (f"{vo_at}.{l}",), heads, tie),
             ]
 
     groups.append(_residual_group(config, keys))

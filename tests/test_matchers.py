@@ -104,3 +104,23 @@ def test_sinkhorn_at_its_default_temperature_undoes_a_hidden_permutation(family)
     uniform = torch.full((n,), 1 / n, dtype=plan.dtype)
     torch.testing.assert_close(plan.sum(0), uniform)  # the last update: columns exact
     torch.testing.assert_close(plan.sum(1), uniform, rtol=1e-3, atol=0)
+
+
+@pytest.mark.parametrize("family", ["hubert", "wav2vec2"])
+def test_the_papers_context_point_also_undoes_a_hidden_permutation(family):
+    from merging.audio import calibration_clips
+    from merging.calibrate import calibrate
+    from merging.match import Exact
+
+    a, b, _, hidden = hidden_permuted_copy(family)
+    clips, _ = calibration_clips([], 4, a.sample_rate, 1.0, 0)
+    stats = calibrate(a, b, clips, progress=False)
+    scope = Scope(cnn=True, ffn=True, attn="heads", vo_point="context")
+    spec = a.family.build_spec(a.config, keys=a.model.state_dict().keys(), vo_point="context")
+    assert spec["attn_vo.0"].points == ("ctx.0",)
+    found = Exact()(MatchProblem(spec, scope, stats, a.model.state_dict(), b.model.state_dict()))
+    for name, perm in found.items():
+        assert torch.equal(perm, inverse(hidden[name])), name
+    wavlm = random_encoder(tiny_config("wavlm"), 0)
+    with pytest.raises(ValueError, match="only vo_point=v"):
+        wavlm.family.build_spec(wavlm.config, vo_point="context")

@@ -64,8 +64,8 @@ def toy_suite(root: str) -> list[tuple[Task, list[Example]]]:
 def toy_family() -> Family:
     """HuBERT's layout, with conv channels that must stay where they are."""
 
-    def spec(config, split_qkv=False, keys=None) -> PermSpec:
-        groups = build_spec(config, split_qkv=split_qkv, keys=keys).groups
+    def spec(config, split_qkv=False, keys=None, vo_point="v") -> PermSpec:
+        groups = build_spec(config, split_qkv=split_qkv, keys=keys, vo_point=vo_point).groups
         return PermSpec(tuple(g for g in groups if g.kind != "conv"))
 
     def invariant(config, keys):

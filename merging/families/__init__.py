@@ -67,16 +67,20 @@ class Family:
     config_class: type
     s3prl_upstream: str  # the s3prl upstream that loads an exported checkpoint from a folder
     arch_fields: tuple[str, ...] = ARCH_FIELDS
-    spec: Callable[..., PermSpec] = build_spec  # (config, split_qkv, keys) -> PermSpec
+    spec: Callable[..., PermSpec] = build_spec  # (config, split_qkv, keys, vo_point) -> spec
     points: Callable[[Any], list] = hubert_layout_points  # calibration points (merging.calibrate)
     invariant_keys: Callable[[Any, Collection[str]], set[str]] = untouched  # (config, keys)
     remap: Callable[[dict], dict] | None = None  # foreign state dicts onto model_class names
     aliases: tuple[str, ...] = ()  # other model_type values this family loads by remapping
 
     def build_spec(
-        self, config: Any, split_qkv: bool = False, keys: Collection[str] | None = None
+        self,
+        config: Any,
+        split_qkv: bool = False,
+        keys: Collection[str] | None = None,
+        vo_point: str = "v",
     ) -> PermSpec:
-        return self.spec(config, split_qkv=split_qkv, keys=keys)
+        return self.spec(config, split_qkv=split_qkv, keys=keys, vo_point=vo_point)
 
 
 _FAMILIES: dict[str, Family] = {}

@@ -19,7 +19,12 @@ from merging.families import ARCH_FIELDS, Family, untouched
 from merging.spec import PermSpec, build_spec
 
 
-def spec(config, split_qkv: bool = False, keys=None) -> PermSpec:
+def spec(config, split_qkv: bool = False, keys=None, vo_point: str = "v") -> PermSpec:
+    if vo_point != "v":
+        raise ValueError(
+            "permute.vo_point: WavLM computes its attention context in a fused kernel that no "
+            "hook sees; only vo_point=v is available"
+        )
     groups = []
     for g in build_spec(config, split_qkv=split_qkv, keys=keys).groups:
         if g.kind == "res":
@@ -36,6 +41,8 @@ def points(config) -> list:
     out = []
     for p in merge_points(config):
         kind, _, layer = p.name.partition(".")
+        if kind == "ctx":  # out_proj runs inside the fused kernel: never called as a module
+            continue
         if kind in ("q", "k", "v"):
             attention = f"encoder.layers.{layer}.attention"
             p = Point(p.name, attention, pre=True, then=f"{attention}.{kind}_proj")
