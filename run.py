@@ -87,6 +87,8 @@ def check_config(cfg: DictConfig) -> tuple[Matcher, Merger]:
         raise TypeError(f"match: {type(matcher).__name__} is not a matcher (not callable)")
     if not isinstance(merger, Merger):
         raise TypeError(f"merge: {type(merger).__name__} is not a merging.combine.Merger")
+    if size == 0 and merger.needs_clips:
+        raise ValueError(f"merge={merger.name} needs calibration clips: calibration.size >= 1")
     if size == 0 and getattr(matcher, "needs_calibration", True):
         raise ValueError(
             f"match={getattr(matcher, 'name', matcher)} matches on calibration statistics: "
@@ -207,8 +209,7 @@ def align_and_combine(
     """Match, permute B, combine (and refine); which unit of B went where is saved."""
     p = cfg.permute
     scope = Scope(cnn=p.cnn, ffn=p.ffn, attn=p.attn, res=p.res, vo_point=p.get("vo_point", "v"))
-    result = merge(a, b, stats, scope, inputs.merger, inputs.matcher)
-    refined = inputs.merger.refine(result.encoder, clips)  # a pass over the clips, if it needs one
+    result = merge(a, b, stats, scope, inputs.merger, inputs.matcher, clips)
     if cfg.get("parent") is not None:  # the parent's weights (exact); its input convention too
         result.encoder.normalize = {"a": a, "b": b}[cfg.parent].normalize
     record.seconds.update(result.seconds)
@@ -219,7 +220,8 @@ def align_and_combine(
     )
     record.scope = OmegaConf.to_container(p)
     record.match = inputs.matcher.name
-    record.merge = {**inputs.merger.describe(), **({"refined": refined} if refined else {})}
+    refined = {"refined": result.refined} if result.refined else {}
+    record.merge = {**inputs.merger.describe(), **refined}
     record.alpha = record.merge.get("alpha")
     record.alignment = result.alignment
     record.permutations = str(perms)

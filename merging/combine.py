@@ -19,15 +19,17 @@ class Merger:
     """Combine A's weights with B's (already permuted onto A's units)."""
 
     name = "merger"
+    needs_clips = False  # True: ``refine`` runs after combining, on the calibration clips
 
     def combine(
         self, a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def refine(self, encoder: Any, clips: Sequence[Any]) -> dict:
-        """After combining: adjust ``encoder`` in place from the calibration clips; what
-        results.json should say about it. Plain combinations need no pass."""
+    def refine(self, merged: Any, a: Any, b: Any, clips: Sequence[Any]) -> dict:
+        """With ``needs_clips``, after combining: adjust the ``merged`` encoder in place from
+        the calibration clips, with A and the aligned B at hand; returns what results.json
+        should say about it."""
         return {}
 
     def describe(self) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ class MergeResult:
     perms: dict[str, torch.Tensor]
     alignment: list[dict]
     seconds: dict[str, float] = field(default_factory=dict)
+    refined: dict = field(default_factory=dict)  # what the merger's pass over the clips did
 
 
 def spec_for(encoder: Encoder, scope: Scope) -> PermSpec:
@@ -53,9 +54,11 @@ def merge(
     scope: Scope,
     merger: Merger | float = 0.9,
     matcher: Matcher | None = None,
+    clips: Sequence = (),
 ) -> MergeResult:
     """Permute B's units onto A's (only B moves; ``matcher``, default ``Exact``), then combine
-    (``merger``; a number is ``Linear``'s alpha: ``alpha * A + (1 - alpha) * B``)."""
+    (``merger``; a number is ``Linear``'s alpha: ``alpha * A + (1 - alpha) * B``) and, for a
+    merger that needs them, refine on the calibration ``clips``."""
     check_mergeable(a, b)
     merger = Linear(merger) if isinstance(merger, int | float) else merger
     spec = spec_for(a, scope)
@@ -63,18 +66,21 @@ def merge(
     t0 = time.perf_counter()
     perms = (matcher or Exact())(MatchProblem(spec, scope, stats, state_a, state_b))
     t1 = time.perf_counter()
-    merged_state = merger.combine(state_a, apply_permutations(state_b, spec, perms))
+    aligned = apply_permutations(state_b, spec, perms)
     model = copy.deepcopy(a.model)
-    model.load_state_dict(merged_state)
+    model.load_state_dict(merger.combine(state_a, aligned))
     t2 = time.perf_counter()
     merged = Encoder(model, f"merge({a.source}, {b.source})", a.sample_rate, a.normalize, a.family)
-    return MergeResult(
-        merged,
-        spec,
-        perms,
-        alignment_table(spec, stats, perms),
-        {"matching": t1 - t0, "applying": t2 - t1},
-    )
+    seconds = {"matching": t1 - t0, "applying": t2 - t1}
+    refined = {}
+    if merger.needs_clips:
+        if not clips:
+            raise ValueError(f"merge={merger.name} needs calibration clips (calibration.size >= 1)")
+        b_aligned = copy.deepcopy(b)
+        b_aligned.model.load_state_dict(aligned)
+        refined = merger.refine(merged, a, b_aligned, clips)
+        seconds["refining"] = time.perf_counter() - t2
+    return MergeResult(merged, spec, perms, alignment_table(spec, stats, perms), seconds, refined)
 
 
 def export(encoder: Encoder, directory: str | Path, card: Mapping | None = None) -> Path:

@@ -42,11 +42,12 @@ class TowardB(Merger):
 
     alpha: float = 0.5
     name = "toward_b"
+    needs_clips = True
 
     def combine(self, a, b):
         return interpolate(a, b, self.alpha)
 
-    def refine(self, encoder, clips):
+    def refine(self, merged, a, b, clips):
         return {"clips": len(clips), "seconds": sum(c.wave.numel() for c in clips) / 16000}
 
 

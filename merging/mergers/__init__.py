@@ -1,0 +1,2 @@
+"""Merge methods beyond the paper's linear interpolation (``merging.combine.Linear``): one
+module each, named by ``conf/merge/*.yaml``."""
