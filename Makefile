@@ -8,7 +8,7 @@ TINYSOUNDFONT_VERSION ?= 0.3.7
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install test lint table sweep curve calib-curve bench-merge bench-frame-rate \
-	pretrain-demo clean-cache vo-point
+	pretrain-demo clean-cache vo-point methods
 
 # Named sweeps write to fixed dirs, so that starting one again finishes only its missing jobs.
 # make table PAIR=hubert_mert EVAL=paper ARGS='eval.roots.ks=/data/speech_commands_v0.01 ...'
@@ -20,6 +20,9 @@ SWEEP_DIR ?= multirun/sweep/$(PAIR)-$(EVAL)
 CURVE_DIR ?= multirun/curve/$(PAIR)-$(EVAL)
 CALIB_DIR ?= multirun/calib-curve/$(PAIR)-$(EVAL)
 VO_DIR ?= multirun/vo-point/$(PAIR)-$(EVAL)
+METHODS_DIR ?= multirun/methods/$(PAIR)-$(EVAL)
+MATCHERS ?= exact,weight,sinkhorn
+MERGERS ?= linear,repair
 ALPHAS ?= 0,0.25,0.5,0.75,1
 CALIB_SIZES ?= 4,8,16,32,64
 TABLE_IDS := id1,id2,id3,id4,id5,id6,id7,id8,id9
@@ -32,6 +35,7 @@ help:
 	@echo "make curve          scores over merge.alpha=$(ALPHAS), permute none and fnn_attn"
 	@echo "make calib-curve    scores over calibration.size=$(CALIB_SIZES), permute fnn_attn"
 	@echo "make vo-point       ID 5 with V/O matched on v_proj's output and on the context"
+	@echo "make methods        matchers $(MATCHERS) x merges $(MERGERS) at alpha 0.9 and 0.5"
 	@echo "make bench-merge    time a HuBERT-base-size merge against plain forward passes"
 	@echo "make bench-frame-rate  permutations with calibration.max_frame_rate against exact ones"
 	@echo "make pretrain-demo  rebuild the demo encoders (checkpoints/demo-*)"
@@ -69,6 +73,15 @@ calib-curve: install
 	$(PY) run.py -m permute=fnn_attn calibration.size=$(CALIB_SIZES) pair=$(PAIR) eval=$(EVAL) \
 		hydra.sweep.dir=$(CALIB_DIR) $(ARGS)
 	$(PY) -m report.curve $(CALIB_DIR) --x calibration.size
+
+# The methods side by side on one pair: fnn_attn, every matcher x merge method, two alphas.
+# Rows are named MATCHER-MERGE-ALPHA; the reference is the paper's method (exact-linear-0.9).
+methods: install
+	$(PY) run.py -m permute=fnn_attn match=$(MATCHERS) merge=$(MERGERS) merge.alpha=0.9,0.5 \
+		'experiment_id=$${hydra:runtime.choices.match}-$${hydra:runtime.choices.merge}-$${merge.alpha}' \
+		pair=$(PAIR) eval=$(EVAL) hydra.sweep.dir=$(METHODS_DIR) $(ARGS)
+	$(PY) -m report.table $(METHODS_DIR) --reference exact-linear-0.9
+	$(PY) -m report.costs $(METHODS_DIR)
 
 # Where V/O is scored: on v_proj's output (v) or on the attention context (the paper's point).
 vo-point: install
