@@ -79,3 +79,21 @@ def test_calibration_curve_reports_partners_kept_at_the_largest_size(tmp_path):
         for r in csv.DictReader(paths["csv"].open())
     }
     assert kept == {4: 0.75, 16: 1.0, 64: 1.0}
+
+
+def test_costs_name_each_methods_matching_time_and_extra_passes(tmp_path):
+    from report import costs
+    from report.record import JobRecord
+
+    fake_job(tmp_path, "plain", "fnn_attn", 0.9, 64, 0.8)
+    fake_job(tmp_path, "repaired", "fnn_attn", 0.9, 64, 0.85)
+    path = tmp_path / "repaired" / "results.json"
+    rec = JobRecord.read(path)
+    rec.merge = {"method": "repair", "alpha": 0.9, "refined": {"passes": 14, "points": []}}
+    rec.seconds, rec.total_seconds = {"matching": 0.25, "refining": 12.5}, 99.0
+    rec.write(path)
+    lines = costs.render(tmp_path).splitlines()
+    assert "| repaired | repair, fnn_attn, alpha 0.9 | 0.25 | 14 | 12.5 | 99 |" in lines
+    assert any(
+        line.startswith("| plain | linear, fnn_attn, alpha 0.9 | 0.00 | 0 |") for line in lines
+    )

@@ -402,3 +402,21 @@ def test_alpha_per_component_weighs_each_part_as_asked():
         Linear({"layers": [0.5, 0.5]}).combine(a, b)
     cfg = composed("merge.alpha={default:0.9,cnn:1.0}")
     assert run.check_config(cfg)[1].weight(conv, 3) == 1.0  # one override from the command line
+
+
+def test_the_job_record_round_trips_and_reads_partial_or_older_records(tmp_path):
+    from report.record import Evaluation
+
+    record = JobRecord(config={"seed": 0}, status="ok", evaluation=Evaluation(floor="majority"))
+    record.extra["note"] = "kept"
+    record.evaluation.extra["backend"] = "s3prl"
+    path = record.write(tmp_path / "results.json")
+    again = JobRecord.read(path)
+    assert again == record and json.loads(path.read_text())["note"] == "kept"
+    old = JobRecord.from_dict(
+        {"status": "failed", "alignment": None, "evaluation": {"tasks": None}}
+    )
+    assert old.alignment == [] and old.evaluation.tasks == {} and old.config == {}
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(ValueError, match="does not hold a job record"):
+        JobRecord.read(tmp_path / "list.json")
