@@ -51,7 +51,7 @@ def untouched(config: Any, keys: Collection[str]) -> set[str]:
 
 
 def hubert_layout_points(config: Any) -> list:
-    from merging.calibrate import merge_points  # calibrate imports this package's users
+    from merging.calibrate import merge_points  # late: calibrate -> load -> this package
 
     return merge_points(config)
 

@@ -36,7 +36,7 @@ def spec(config, split_qkv: bool = False, keys=None, vo_point: str = "v") -> Per
 
 
 def points(config) -> list:
-    from merging.calibrate import Point, merge_points
+    from merging.calibrate import Point, merge_points  # late: calibrate -> load -> families
 
     out = []
     for p in merge_points(config):
