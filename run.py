@@ -225,11 +225,14 @@ def align_and_combine(
     record.alpha = record.merge.get("alpha")
     record.alignment = result.alignment
     record.permutations = str(perms)
-    record.plots = [
-        str(plot_alignment(result.spec, stats, result.perms, g, out / "plots" / f"corr_{g}.png"))
-        for g in cfg.heatmaps
-        if g in result.perms and all(p in stats for p in result.spec[g].points)
-    ]
+    with timed(record, "plots"):
+        record.plots = [
+            str(
+                plot_alignment(result.spec, stats, result.perms, g, out / "plots" / f"corr_{g}.png")
+            )
+            for g in cfg.heatmaps
+            if g in result.perms and all(p in stats for p in result.spec[g].points)
+        ]
     return result
 
 

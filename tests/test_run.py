@@ -94,6 +94,7 @@ def test_fnn_attn_recovers_a_hidden_permutation_and_none_does_not(world, tmp_pat
     moved = {row["group"]: row for row in results["alignment"]}
     assert moved["ffn.0"]["corr_after"] > 0.999 > moved["ffn.0"]["corr_before"]
     assert (tmp_path / "fnn_attn" / "plots" / "corr_ffn.0.png").stat().st_size > 1000
+    assert set(results["seconds"]) >= {"loading", "calibration", "matching", "plots", "export"}
 
     done = run_cli("permute=none", *common(world, "B", tmp_path / "none"))
     assert done.returncode == 0, done.stderr[-3000:]
