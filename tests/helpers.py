@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 from transformers import HubertConfig
 
@@ -43,3 +47,36 @@ def random_encoder(config: HubertConfig, seed: int, rate: int = 16000) -> Encode
                 p.copy_(0.3 * torch.randn(p.shape, generator=gen))
     model.requires_grad_(False)
     return Encoder(model, f"random-{seed}", rate, False)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def local_job(root: Path, out: Path, *overrides: str) -> list[str]:
+    """run.py's overrides for a quiet job merging ``root/A`` and ``root/B``, calibrated on three
+    clips of ``root/calib``, caching under ``root/cache``; ``overrides`` come last and win."""
+    return [
+        "pair=local",
+        f"pair.a={root / 'A'}",
+        f"pair.b={root / 'B'}",
+        "calibration=default",
+        f"calibration.dirs=[{root / 'calib'}]",
+        "calibration.size=3",
+        "logger=none",
+        "progress=false",
+        f"paths.cache={root / 'cache'}",
+        f"hydra.run.dir={out}",
+        *overrides,
+    ]
+
+
+def run_py(*args: str, before: tuple[str, ...] = (), **kwargs) -> subprocess.CompletedProcess:
+    """``python [before...] run.py args...`` from the repository root, output captured."""
+    return subprocess.run(
+        [sys.executable, *before, str(ROOT / "run.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kwargs,
+    )

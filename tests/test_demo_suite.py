@@ -6,8 +6,6 @@ import csv
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import soundfile as sf
 from demo import music, speech
 from demo.suite import TASKS, build_suite, is_complete
 from merging.merge import export
-from tests.helpers import random_encoder, tiny_config
+from tests.helpers import local_job, random_encoder, run_py, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,14 +171,10 @@ def test_run_scores_a_merge_on_the_demo_suite(built, tmp_path):
     for name, seed in (("A", 0), ("B", 1)):
         export(random_encoder(tiny_config(), seed), tmp_path / name)
     out = tmp_path / "job"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run.py"),
-            "pair=local",
-            f"pair.a={tmp_path / 'A'}",
-            f"pair.b={tmp_path / 'B'}",
-            "calibration=default",
+    done = run_py(
+        *local_job(
+            tmp_path,
+            out,
             f"calibration.dirs=[{root / 'calibration'}]",
             "calibration.size=4",
             "eval=demo",
@@ -189,16 +183,8 @@ def test_run_scores_a_merge_on_the_demo_suite(built, tmp_path):
             "eval.tasks=[ks,er,pitchid]",
             "eval.probe.epochs=3",
             "eval.probe.lrs=[0.01]",
-            "logger=none",
             "save_merged=false",
-            "progress=false",
-            f"paths.cache={tmp_path / 'cache'}",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        )
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())

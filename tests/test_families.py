@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from merging.forward import encode, min_samples
 from merging.load import EncoderLoadError, check_mergeable, load_encoder
 from merging.merge import export
 from merging.spec import apply_permutations, axis_claims, compose_blocks, random_exact_perms
-from tests.helpers import random_encoder, tiny_config
+from tests.helpers import local_job, random_encoder, run_py, tiny_config
 from tests.test_audio import write_mixed_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,29 +81,7 @@ def test_a_permuted_copy_is_recovered_and_keeps_its_model_type(name, scope, tmp_
     export(b, tmp_path / "B")
     write_mixed_folder(tmp_path / "calib")
     out = tmp_path / "job"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run.py"),
-            "pair=local",
-            f"pair.a={tmp_path / 'A'}",
-            f"pair.b={tmp_path / 'B'}",
-            f"permute={scope}",
-            "merge.alpha=0.5",
-            "calibration=default",
-            f"calibration.dirs=[{tmp_path / 'calib'}]",
-            "calibration.size=3",
-            "eval=none",
-            "logger=none",
-            "progress=false",
-            f"paths.cache={tmp_path / 'cache'}",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_py(*local_job(tmp_path, out, f"permute={scope}", "merge.alpha=0.5", "eval=none"))
     assert done.returncode == 0, done.stderr[-3000:]
     merged = json.loads((out / "merged" / "config.json").read_text())
     assert merged["model_type"] == name

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from eval.data import Example, labelled_folder
 from eval.probing import probe_task
 from eval.tasks import Task
+from tests.helpers import local_job
 from tests.test_eval import LOGMEL, make_two_class_folder
 
 CFG = OmegaConf.create(
@@ -97,18 +98,7 @@ def job(pair, out, alpha, *extra):
     return [
         sys.executable,
         str(ROOT / "run.py"),
-        "pair=local",
-        f"pair.a={pair / 'A'}",
-        f"pair.b={pair / 'B'}",
-        "calibration=default",
-        f"calibration.dirs=[{pair / 'calib'}]",
-        "calibration.size=3",
-        f"merge.alpha={alpha}",
-        "logger=none",
-        "progress=false",
-        f"paths.cache={pair / 'cache'}",
-        f"hydra.run.dir={out}",
-        *extra,
+        *local_job(pair, out, f"merge.alpha={alpha}", *extra),
     ]
 
 

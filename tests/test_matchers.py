@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ import torch
 from merging.match import MatchProblem, Scope
 from merging.matchers.weight import WeightMatching
 from merging.spec import apply_permutations, random_exact_perms
-from tests.helpers import random_encoder, tiny_config
+from tests.helpers import local_job, random_encoder, run_py, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FNN_ATTN = Scope(cnn=True, ffn=True, attn="heads")
@@ -52,29 +50,14 @@ def test_weight_matching_runs_with_no_calibration_audio(tmp_path):
     export(a, tmp_path / "A")
     export(b, tmp_path / "B")
     out = tmp_path / "job"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "run.py"),
-            "pair=local",
-            f"pair.a={tmp_path / 'A'}",
-            f"pair.b={tmp_path / 'B'}",
-            "match=weight",
-            "permute=fnn_attn",
-            "merge.alpha={default:0.5,cnn:1.0}",  # a merge of a copy gives A whatever alpha is
-            "calibration=default",
-            "calibration.size=0",
-            "eval=none",
-            "logger=none",
-            "progress=false",
-            f"paths.cache={tmp_path / 'cache'}",
-            f"hydra.run.dir={out}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    overrides = (
+        "match=weight",
+        "permute=fnn_attn",
+        "merge.alpha={default:0.5,cnn:1.0}",  # a merge of a copy gives A whatever alpha is
+        "calibration.size=0",
+        "eval=none",
     )
+    done = run_py(*local_job(tmp_path, out, *overrides))
     record = json.loads((out / "results.json").read_text())
     assert record["status"] == "ok", record.get("traceback") or done.stderr[-2000:]
     assert record["calibration"]["clips"] == 0 and record["match"] == "weight"

@@ -5,8 +5,6 @@ through run.py."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +75,7 @@ def toy_family() -> Family:
 
 def test_plugins_from_outside_the_project_run_end_to_end(tmp_path):
     from merging.merge import export
-    from tests.helpers import random_encoder, tiny_config
+    from tests.helpers import local_job, random_encoder, run_py, tiny_config
     from tests.test_audio import write_mixed_folder
     from tests.test_eval import make_two_class_folder
 
@@ -87,26 +85,18 @@ def test_plugins_from_outside_the_project_run_end_to_end(tmp_path):
     write_mixed_folder(tmp_path / "calib")
     make_two_class_folder(tmp_path / "task", per_class=8)
     out = tmp_path / "job"
-    cmd = [
-        sys.executable,
-        str(ROOT / "run.py"),
-        f"hydra.searchpath=[file://{PLUGINS}]",
-        "match=identity",
-        "merge=toward_b",
-        "eval=toy",
-        f"eval.root={tmp_path / 'task'}",
-        "pair=toy",
-        f"pair.a={tmp_path / 'A'}",
-        f"pair.b={tmp_path / 'B'}",
-        "calibration=default",
-        f"calibration.dirs=[{tmp_path / 'calib'}]",
-        "calibration.size=3",
-        "logger=none",
-        "progress=false",
-        f"paths.cache={tmp_path / 'cache'}",
-        f"hydra.run.dir={out}",
-    ]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = run_py(
+        *local_job(
+            tmp_path,
+            out,
+            f"hydra.searchpath=[file://{PLUGINS}]",
+            "match=identity",
+            "merge=toward_b",
+            "eval=toy",
+            f"eval.root={tmp_path / 'task'}",
+            "pair=toy",
+        )
+    )
     record = json.loads((out / "results.json").read_text())
     assert record["status"] == "ok", record.get("traceback") or done.stderr[-3000:]
     assert record["match"] == "identity"
@@ -139,7 +129,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 def test_merging_and_eval_run_with_every_demo_import_refused(tmp_path):
     from merging.merge import export
-    from tests.helpers import random_encoder, tiny_config
+    from tests.helpers import local_job, random_encoder, run_py, tiny_config
     from tests.test_audio import write_mixed_folder
     from tests.test_eval import make_two_class_folder
 
@@ -148,33 +138,20 @@ def test_merging_and_eval_run_with_every_demo_import_refused(tmp_path):
     write_mixed_folder(tmp_path / "calib")
     make_two_class_folder(tmp_path / "task", per_class=6)
     out = tmp_path / "job"
-    args = [
-        "pair=local",
-        f"pair.a={tmp_path / 'A'}",
-        f"pair.b={tmp_path / 'B'}",
-        "calibration=default",
-        f"calibration.dirs=[{tmp_path / 'calib'}]",
-        "calibration.size=3",
+    args = local_job(
+        tmp_path,
+        out,
         "eval=folder",
         f"eval.root={tmp_path / 'task'}",
         "eval.probe.epochs=2",
         "eval.probe.seeds=[0]",
-        "logger=none",
-        "progress=false",
-        f"paths.cache={tmp_path / 'cache'}",
-        f"hydra.run.dir={out}",
-    ]
-    cmd = [sys.executable, "-c", REFUSE_DEMO, str(ROOT / "run.py"), *args]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    )
+    done = run_py(*args, before=("-c", REFUSE_DEMO))
     assert (out / "results.json").is_file(), done.stderr[-3000:]
     record = json.loads((out / "results.json").read_text())
     assert record["status"] == "ok", record.get("error")
-    refused = subprocess.run(
-        [*cmd[:4], *args, "calibration=demo", f"hydra.run.dir={tmp_path / 'demo'}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    refused = run_py(
+        *args, "calibration=demo", f"hydra.run.dir={tmp_path / 'demo'}", before=("-c", REFUSE_DEMO)
     )
     demo_job = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert refused.returncode == 2 and "demo" in demo_job["error"]  # the refusal is real
