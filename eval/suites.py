@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
 
 from omegaconf import DictConfig
 
@@ -22,10 +21,6 @@ from merging.plugins import build
 DOMAINS = ("speech", "music")
 FLOORS = ("majority", "paper")  # the Speech score's floor: majority class, or the paper's FBANK
 SuiteRows = list[tuple[Task, list[Example]]]
-
-
-class Suite(Protocol):
-    def __call__(self, **settings) -> SuiteRows: ...
 
 
 def suite_of(cfg: DictConfig) -> SuiteRows:
