@@ -23,6 +23,7 @@ VO_DIR ?= multirun/vo-point/$(PAIR)-$(EVAL)
 METHODS_DIR ?= multirun/methods/$(PAIR)-$(EVAL)
 MATCHERS ?= exact,weight,sinkhorn
 MERGERS ?= linear,repair
+ZIPPERS ?= zipit,zipit_cnn
 ALPHAS ?= 0,0.25,0.5,0.75,1
 CALIB_SIZES ?= 4,8,16,32,64
 TABLE_IDS := id1,id2,id3,id4,id5,id6,id7,id8,id9
@@ -35,7 +36,8 @@ help:
 	@echo "make curve          scores over merge.alpha=$(ALPHAS), permute none and fnn_attn"
 	@echo "make calib-curve    scores over calibration.size=$(CALIB_SIZES), permute fnn_attn"
 	@echo "make vo-point       ID 5 with V/O matched on v_proj's output and on the context"
-	@echo "make methods        matchers $(MATCHERS) x merges $(MERGERS) at alpha 0.9 and 0.5"
+	@echo "make methods        matchers $(MATCHERS) x merges $(MERGERS), and $(ZIPPERS),"
+	@echo "                    at alpha 0.9 and 0.5"
 	@echo "make bench-merge    time a HuBERT-base-size merge against plain forward passes"
 	@echo "make bench-frame-rate  permutations with calibration.max_frame_rate against exact ones"
 	@echo "make pretrain-demo  rebuild the demo encoders (checkpoints/demo-*)"
@@ -76,9 +78,13 @@ calib-curve: install
 
 # The methods side by side on one pair: fnn_attn, every matcher x merge method, two alphas.
 # Rows are named MATCHER-MERGE-ALPHA; the reference is the paper's method (exact-linear-0.9).
+# ZipIt! (and its conv-only hybrid) rewrites the weights itself: the exact matcher only.
 methods: install
 	$(PY) run.py -m permute=fnn_attn match=$(MATCHERS) merge=$(MERGERS) merge.alpha=0.9,0.5 \
 		'experiment_id=$${hydra:runtime.choices.match}-$${hydra:runtime.choices.merge}-$${merge.alpha}' \
+		pair=$(PAIR) eval=$(EVAL) hydra.sweep.dir=$(METHODS_DIR) $(ARGS)
+	$(PY) run.py -m permute=fnn_attn match=exact merge=$(ZIPPERS) merge.alpha=0.9,0.5 \
+		'experiment_id=exact-$${hydra:runtime.choices.merge}-$${merge.alpha}' \
 		pair=$(PAIR) eval=$(EVAL) hydra.sweep.dir=$(METHODS_DIR) $(ARGS)
 	$(PY) -m report.table $(METHODS_DIR) --reference exact-linear-0.9
 	$(PY) -m report.costs $(METHODS_DIR)

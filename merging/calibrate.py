@@ -206,15 +206,19 @@ def frame_steps(config: HubertConfig, sample_rate: int, max_frame_rate: float | 
     return steps
 
 
+# What a pass does with each point's activations of one batch: (point, A's, B's, valid frames).
+Fold = Callable[[str, torch.Tensor, torch.Tensor, Sequence[int]], None]
+
+
 def _accumulate_batch(
     a: Encoder,
     b: Encoder,
     points: Sequence[Point],
     waves: Sequence[torch.Tensor],
-    moments: dict[str, CrossMoments],
+    fold: Fold,
     steps: dict[int, int],
 ) -> None:
-    """Run A, then B, keeping both's activations, then fold every point into ``moments``.
+    """Run A, then B, keeping both's activations, then ``fold`` every point in.
 
     Folding in after both passes lets the shifts work in place on activations neither encoder
     reads any more, instead of copying each of B's while B still needs it.
@@ -238,11 +242,8 @@ def _accumulate_batch(
             encode(encoder, wave, lengths)
     from_a, from_b = kept
     for p in points:
-        xa, xb = from_a.pop(p.name), from_b.pop(p.name)
-        if p.name not in moments:
-            moments[p.name] = CrossMoments(xa.shape[-1], xb.shape[-1])
-        moments[p.name].update(xa, xb, frames[p.conv_layer], consume=True)
-        del xa, xb  # each point's memory goes back as soon as it is folded in
+        fold(p.name, from_a.pop(p.name), from_b.pop(p.name), frames[p.conv_layer])
+        # each point's memory goes back as soon as it is folded in
 
 
 def calibrate(
@@ -254,18 +255,39 @@ def calibrate(
     max_frame_rate: float | None = None,
 ) -> dict[str, PointStats]:
     """One pass of both encoders over the clips; statistics for every merge point."""
+    moments: dict[str, CrossMoments] = {}
+
+    def cross(name: str, xa: torch.Tensor, xb: torch.Tensor, lengths: Sequence[int]) -> None:
+        if name not in moments:
+            moments[name] = CrossMoments(xa.shape[-1], xb.shape[-1])
+        moments[name].update(xa, xb, lengths, consume=True)
+
+    stream(a, b, a.family.points(a.config), clips, cross, batch_size, progress, max_frame_rate)
+    return {name: m.finalize() for name, m in moments.items()}
+
+
+def stream(
+    a: Encoder,
+    b: Encoder,
+    points: Sequence[Point],
+    clips: Sequence[Clip],
+    fold: Fold,
+    batch_size: int = 8,
+    progress: bool = True,
+    max_frame_rate: float | None = None,
+    desc: str = "calibrating",
+) -> None:
+    """One pass of both encoders over the clips in batches of similar length, handing every
+    point's activations to ``fold`` (padded frames included: ``fold`` gets the valid counts)."""
     if batch_size < 1:
         raise ValueError(f"calibration batch size must be >= 1, got {batch_size}")
-    points = a.family.points(a.config)
     steps = frame_steps(a.config, a.sample_rate, max_frame_rate)
     order = sorted(clips, key=lambda c: -c.wave.numel())  # similar lengths share a batch
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    moments: dict[str, CrossMoments] = {}
     seconds = sum(c.wave.numel() for c in clips) / a.sample_rate
-    bar = tqdm(batches, desc=f"calibrating on {seconds:.0f} s", unit="batch", disable=not progress)
+    bar = tqdm(batches, desc=f"{desc} on {seconds:.0f} s", unit="batch", disable=not progress)
     for batch in bar:
-        _accumulate_batch(a, b, points, [c.wave for c in batch], moments, steps)
-    return {name: m.finalize() for name, m in moments.items()}
+        _accumulate_batch(a, b, points, [c.wave for c in batch], fold, steps)
 
 
 def fingerprint_model(model: torch.nn.Module) -> str:

@@ -186,7 +186,7 @@ def _load_remapped(directory: Path, raw: dict, family: Family) -> PreTrainedMode
 def check_mergeable(a: Encoder, b: Encoder) -> None:
     """Raise naming every differing architecture field (and the sample rate)."""
     fa, fb = a.family, b.family
-    if fa is not fb:
+    if fa != fb:  # by value: a deep-copied encoder is of its original's family
         raise EncoderLoadError(
             f"encoders {a.source!r} ({fa.model_type}) and {b.source!r} ({fb.model_type}) are of "
             "different families; a permutation merge needs one architecture"
