@@ -8,7 +8,7 @@ TINYSOUNDFONT_VERSION ?= 0.3.7
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install test lint table sweep curve calib-curve bench-merge bench-frame-rate \
-	pretrain-demo clean-cache vo-point methods
+	pretrain-demo clean-cache vo-point methods s3prl test-s3prl bench-s3prl
 
 # Named sweeps write to fixed dirs, so that starting one again finishes only its missing jobs.
 # make table PAIR=hubert_mert EVAL=paper ARGS='eval.roots.ks=/data/speech_commands_v0.01 ...'
@@ -40,6 +40,9 @@ help:
 	@echo "                    at alpha 0.9 and 0.5"
 	@echo "make bench-merge    time a HuBERT-base-size merge against plain forward passes"
 	@echo "make bench-frame-rate  permutations with calibration.max_frame_rate against exact ones"
+	@echo "make s3prl          install the s3prl extra (s3prl's runner, torchaudio) into $(VENV)"
+	@echo "make test-s3prl     s3prl's own runner on a merged checkpoint; FBANK against torchaudio's"
+	@echo "make bench-s3prl    s3prl's runner against the project's probe on one task"
 	@echo "make pretrain-demo  rebuild the demo encoders (checkpoints/demo-*)"
 	@echo "make clean-cache    drop cached calibration statistics, features and probes"
 
@@ -58,7 +61,23 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 test: lint
-	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PY) -m pytest -q -m "not s3prl"
+
+# s3prl's own runner in the same venv; on a CPU torch torchaudio's CUDA-linked extension is
+# moved out of the way (eval/s3prl/torchaudio_cpu.py), with a CUDA torch nothing is touched.
+$(VENV)/.s3prl: $(VENV)/.installed constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,demo,s3prl]'
+	$(PY) -m eval.s3prl.torchaudio_cpu
+	$(PY) -c "import torchaudio, s3prl.hub"
+	touch $@
+
+s3prl: $(VENV)/.s3prl
+
+test-s3prl: s3prl
+	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(PY) -m pytest -q -m s3prl
+
+bench-s3prl: s3prl
+	$(PY) benchmarks/s3prl_vs_probes.py
 
 sweep: install
 	$(PY) run.py -m permute=cnn,fnn_attn,all pair=$(PAIR) eval=$(EVAL) \

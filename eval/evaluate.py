@@ -7,6 +7,7 @@ the FBANK floor that every score is normalised by are computed once and reused b
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from eval.features import (
     Upstream,
 )
 from eval.probing import probe_task
-from eval.s3prl import run_commands, s3prl_commands, task_metrics, write_script
+from eval.s3prl import checkout, run_commands, s3prl_commands, task_metrics, write_script
+from eval.s3prl import installed as s3prl_installed
 from eval.scores import PAPER_FBANK, suite_scores, usable_floors
 from eval.stats import Bootstrap, intervals, majority, point, score_rows
 from eval.suites import suite_of
@@ -164,8 +166,9 @@ def evaluate(
 
 
 def evaluate_s3prl(merged_dir: str | Path, cfg: DictConfig, out: str | Path, prefix: str) -> dict:
-    """Write s3prl's recipes for the configured tasks; run them if a checkout is configured.
-    The upstream is the one s3prl loads the merged checkpoint's family with."""
+    """s3prl's own recipes for the configured tasks, written to ``s3prl.sh`` and run: from an
+    s3prl checkout (``eval.s3prl.root``) or else from the installed package (``make s3prl``),
+    in ``out/s3prl/``. The upstream is the one s3prl loads the merged checkpoint's family with."""
     model_type = json.loads((Path(merged_dir) / "config.json").read_text()).get("model_type")
     family = family_of(model_type)
     if family is None or not family.s3prl_upstream:
@@ -173,17 +176,27 @@ def evaluate_s3prl(merged_dir: str | Path, cfg: DictConfig, out: str | Path, pre
             f"eval.backend=s3prl: no s3prl upstream loads {model_type!r} checkpoint folders "
             "(use the built-in probes: eval.backend=probes)"
         )
+    root = cfg.s3prl.root
+    package = not root and s3prl_installed()
     commands, skipped = s3prl_commands(
         merged_dir,
         OmegaConf.to_container(cfg.roots),
         prefix,
         cfg.get("speech_commands_test"),
         OmegaConf.to_container(cfg.s3prl.downstreams),
+        python=sys.executable if package else "python3",
         upstream=family.s3prl_upstream,
+        package=package,
+        config=OmegaConf.to_container(cfg.s3prl.get("config") or {}),
     )
-    script = write_script(commands, Path(out) / "s3prl.sh", cfg.s3prl.root)
+    workdir = checkout(root) if root else Path(out).resolve() / "s3prl"
+    script = write_script(commands, Path(out) / "s3prl.sh", workdir if root or package else None)
     result = {"backend": "s3prl", "script": str(script), "skipped": skipped}
-    if cfg.s3prl.root:
-        result["runs"] = run_commands(commands, cfg.s3prl.root, Path(out) / "s3prl_logs")
-        result["tasks"] = task_metrics(result["runs"])
+    if not (root or package):
+        result["runner"] = None
+        result["not_run"] = "s3prl is not installed (make s3prl) and eval.s3prl.root is unset"
+        return result
+    result["runner"] = "checkout" if root else "package"
+    result["runs"] = run_commands(commands, workdir, Path(out) / "s3prl_logs")
+    result["tasks"] = task_metrics(result["runs"])
     return result

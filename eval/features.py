@@ -111,9 +111,43 @@ def mel_bank(n_fft: int, bins: int, rate: int) -> torch.Tensor:
     ).float()
 
 
+def kaldi_mel_banks(bins: int, n_fft: int, rate: int, low: float = 20.0) -> torch.Tensor:
+    """(n_fft // 2 + 1, bins) Kaldi's triangular filters: equal widths on Kaldi's mel scale
+    (1127 ln(1 + f / 700)) from ``low`` to Nyquist, evaluated on the mel value of each FFT
+    bin; the Nyquist bin gets no weight."""
+
+    def mel(f: torch.Tensor | float) -> torch.Tensor:
+        return 1127.0 * torch.log1p(torch.as_tensor(f, dtype=torch.float64) / 700.0)
+
+    lo, hi = mel(low), mel(rate / 2)
+    edges = lo + (hi - lo) / (bins + 1) * torch.arange(bins + 2, dtype=torch.float64)
+    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    freqs = mel(rate / n_fft * torch.arange(n_fft // 2, dtype=torch.float64))[None, :]
+    up, down = (freqs - left) / (center - left), (right - freqs) / (right - center)
+    banks = torch.clamp(torch.minimum(up, down), min=0.0)
+    return torch.cat([banks, torch.zeros(bins, 1, dtype=torch.float64)], 1).T.float()
+
+
+def kaldi_fbank(wave: torch.Tensor, rate: int, bins: int = 80) -> torch.Tensor:
+    """(frames, bins) log-mel energies as Kaldi's ``compute-fbank-feats`` (and torchaudio's
+    ``compliance.kaldi.fbank``, which s3prl's FBANK upstream calls) computes them with their
+    defaults: 25 ms frames every 10 ms inside the clip (no padding), each frame's mean removed,
+    pre-emphasis 0.97, Povey window, zero-padded to a power of two, power spectrum, log floored
+    at float32 epsilon. ``wave``: (samples,), at least one frame long."""
+    length, shift = int(0.025 * rate), int(0.010 * rate)
+    n_fft = 1 << (length - 1).bit_length()
+    frames = wave.double().unfold(0, length, shift)
+    frames = frames - frames.mean(1, keepdim=True)
+    frames = frames - 0.97 * torch.cat([frames[:, :1], frames[:, :-1]], 1)
+    window = torch.hann_window(length, periodic=False, dtype=torch.float64).pow(0.85)
+    power = torch.fft.rfft(frames * window, n=n_fft).abs().square()
+    energy = power.float() @ kaldi_mel_banks(bins, n_fft, rate)
+    return energy.clamp(min=torch.finfo(torch.float32).eps).log()
+
+
 @dataclass
 class FbankUpstream:
-    """s3prl's FBANK baseline: 80 log-mel bins (25 ms windows every 10 ms), deltas and
+    """s3prl's FBANK baseline: 80 Kaldi log-mel bins (:func:`kaldi_fbank`), deltas and
     delta-deltas, each clip normalised to zero mean and unit variance (CMVN). Time-pooled,
     CMVN leaves nothing to classify, which is why SUPERB's FBANK floor is at chance on KS, IC,
     SID and ER. ``delta_order=0, cmvn=False`` is plain log-mel, whose time mean is a strong
@@ -128,20 +162,19 @@ class FbankUpstream:
 
     def fingerprint(self) -> str:
         norm = "cmvn" if self.cmvn else "raw"
-        return f"fbank-{self.sample_rate}-{self.bins}-d{self.delta_order}-{norm}"
+        return f"kaldi-fbank-{self.sample_rate}-{self.bins}-d{self.delta_order}-{norm}"
 
     def layers(self, wave, lengths):
-        n_fft, hop = int(0.025 * self.sample_rate), int(0.010 * self.sample_rate)
-        mel, window = mel_bank(n_fft, self.bins, self.sample_rate), torch.hann_window(n_fft)
-        frames = lengths // hop + 1
+        length, shift = int(0.025 * self.sample_rate), int(0.010 * self.sample_rate)
+        frames = 1 + (lengths - length).clamp(min=0) // shift
         out = torch.zeros(len(wave), int(frames.max()), self.bins * (1 + self.delta_order))
         for i, n in enumerate(lengths.tolist()):  # one clip at a time: padding enters nothing
-            spec = torch.stft(wave[i, :n], n_fft, hop, window=window, return_complex=True)
-            feats = [torch.log(spec.abs().square().T @ mel + 1e-6)]
+            feats = [kaldi_fbank(wave[i, :n], self.sample_rate, self.bins)]
             for _ in range(self.delta_order):
                 feats.append(deltas(feats[-1]))
             x = torch.cat(feats, dim=1)
-            if self.cmvn:
+            if self.cmvn:  # in float64, so that a constant bin (floored energy) becomes 0
+                x = x.double()
                 x = (x - x.mean(0)) / (x.std(0) + 1e-10)
             out[i, : len(x)] = x
         return [out], frames

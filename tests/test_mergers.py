@@ -159,7 +159,7 @@ def test_run_py_zips_the_conv_stack_and_permutes_the_transformer(tmp_path):
     done = run_py(*local_job(tmp_path, out, *args))
     record = json.loads((out / "results.json").read_text())
     assert record["status"] == "ok", record.get("traceback") or done.stderr[-2000:]
-    assert record["merge"]["method"] == "zipit" and record["merge"]["parts"] == ["cnn"]
+    assert record["merge"]["method"] == "zipit_cnn" and record["merge"]["parts"] == ["cnn"]
     groups = [row["group"] for row in record["merge"]["refined"]["groups"]]
     assert groups == ["conv.0", "conv.1", "conv.2"]
     merged, ref = load_encoder(out / "merged").model.state_dict(), a.model.state_dict()

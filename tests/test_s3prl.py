@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from eval.s3prl import parse_result, run_commands, s3prl_commands, task_metrics, write_script
+from eval.s3prl import (
+    checkout,
+    parse_result,
+    run_commands,
+    s3prl_commands,
+    task_metrics,
+    write_script,
+)
 
 
 def test_commands_for_superb_tasks_folds_and_missing_recipes(tmp_path):
@@ -51,11 +58,11 @@ def test_commands_for_superb_tasks_folds_and_missing_recipes(tmp_path):
 
 
 def test_script_and_running_against_an_s3prl_checkout(tmp_path):
-    checkout = tmp_path / "s3prl_repo"
-    (checkout / "s3prl").mkdir(parents=True)
+    repo = tmp_path / "s3prl_repo"
+    (repo / "s3prl").mkdir(parents=True)
     # a stand-in run_downstream.py that records how it was called and prints what s3prl's
     # experts print after an evaluation
-    (checkout / "s3prl" / "run_downstream.py").write_text(
+    (repo / "s3prl" / "run_downstream.py").write_text(
         "import json, sys\n"
         "open('calls.jsonl', 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
         "args = ' '.join(sys.argv)\n"
@@ -70,24 +77,24 @@ def test_script_and_running_against_an_s3prl_checkout(tmp_path):
         {"ic": "/d/fsc", "sid": "/d/fail", "er": "/d/iemocap", "asr_wer": "/d/asr"},
         python=sys.executable,
     )
-    script = write_script(cmds, tmp_path / "s3prl.sh", str(checkout))
+    script = write_script(cmds, tmp_path / "s3prl.sh", checkout(repo))
     text = script.read_text()
     assert text.startswith("#!/usr/bin/env bash") and "-d fluent_commands" in text
-    runs = run_commands(cmds, checkout, tmp_path / "logs")
+    runs = run_commands(cmds, checkout(repo), tmp_path / "logs")
     assert runs["merged_ic"]["status"] == "ok" and runs["merged_ic"]["value"] == pytest.approx(83)
     assert (
         runs["merged_sid"]["status"].startswith("failed (exit 3")
         and "value" not in runs["merged_sid"]
     )
     assert "test acc: 0.83" in Path(runs["merged_ic"]["log"]).read_text()
-    calls = [json.loads(x) for x in (checkout / "s3prl" / "calls.jsonl").read_text().splitlines()]
+    calls = [json.loads(x) for x in (repo / "s3prl" / "calls.jsonl").read_text().splitlines()]
     assert [c[1] for c in calls[:3]] == ["train", "evaluate", "train"]  # a failed train: no test
     metrics = task_metrics(runs)
     assert set(metrics) == {"ic", "er", "asr_wer"}  # sid failed: no number rather than a wrong one
     assert metrics["asr_wer"] == {"metric": "wer", "value": 7.25, "runs": 1}
     assert metrics["er"]["runs"] == 5 and metrics["er"]["value"] == pytest.approx((81 + 4 * 83) / 5)
     with pytest.raises(FileNotFoundError, match="run_downstream.py"):
-        run_commands(cmds, tmp_path, tmp_path / "logs")
+        checkout(tmp_path)
 
 
 def test_parse_result_reads_the_last_test_metric():
@@ -98,3 +105,24 @@ def test_parse_result_reads_the_last_test_metric():
         6.42,
     )
     assert parse_result("Traceback (most recent call last):\n") is None
+
+
+def test_the_installed_package_runs_only_the_recipes_the_project_ships(tmp_path):
+    config = {"runner": {"total_steps": 6}, "downstream_expert": {"datarc": {"num_workers": 0}}}
+    cmds, skipped = s3prl_commands(
+        tmp_path / "merged",
+        {"ks": "/d/sc", "ic": "/d/fsc"},
+        speech_commands_test="/d/sc_test",
+        python="py",
+        package=True,
+        config=config,
+    )
+    (ks,) = cmds
+    assert ks.train[:3] == ["py", "-m", "eval.s3prl.launch"]
+    recipe = Path(ks.train[ks.train.index("-c") + 1])
+    assert recipe.is_file() and recipe.name == "speech_commands.yaml"
+    assert ks.train[-1].endswith(
+        "config.runner.total_steps=6,,config.downstream_expert.datarc.num_workers=0"
+    )
+    assert ks.evaluate[:5] == ["py", "-m", "eval.s3prl.launch", "-m", "evaluate"]
+    assert "recipe config" in skipped["ic"] and "eval.s3prl.root" in skipped["ic"]

@@ -194,3 +194,12 @@ class ZipIt(Linear):
         zipped = zip_state(a.model.state_dict(), b.model.state_dict(), groups, matrices, alpha_of)
         merged.model.load_state_dict({**merged.model.state_dict(), **zipped})
         return {"groups": report, "passes": 1}
+
+
+@dataclass(frozen=True)
+class ZipItCNN(ZipIt):
+    """The hybrid of ZipIt! for the conv stack and the matcher's permutation for the
+    transformer (``merge=zipit_cnn``)."""
+
+    parts: Sequence[str] = ("cnn",)
+    name = "zipit_cnn"

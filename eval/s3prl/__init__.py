@@ -1,19 +1,29 @@
-"""Bridge to s3prl's own recipes, for users with an s3prl checkout and the real datasets.
+"""Bridge to s3prl's own recipes: the installed package (``make s3prl``) or a checkout.
 
 The exported merged checkpoint (``save_pretrained`` + preprocessor config) is what s3prl's
 ``hf_hubert_custom`` upstream loads, so every SUPERB task runs unchanged with
-``-u hf_hubert_custom -k DIR``. The music tasks are not s3prl recipes: give their downstream
-names (MARBLE-style recipes registered in your checkout) in ``eval.s3prl.downstreams``.
+``-u hf_hubert_custom -k DIR``. From the installed package the recipes run through
+:mod:`eval.s3prl.launch` (compatibility shims) with the recipe configs kept in ``recipes/``
+(the wheels ship none); a checkout (``eval.s3prl.root``) runs its own ``run_downstream.py`` with
+its own configs. The music tasks are not s3prl recipes: give their downstream names
+(MARBLE-style recipes registered in your checkout) in ``eval.s3prl.downstreams``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 import shlex
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+RECIPES = Path(__file__).parent / "recipes"  # s3prl downstream -> RECIPES / f"{name}.yaml"
+REPO = Path(__file__).resolve().parents[2]
 
 _DATARC = "config.downstream_expert.datarc"
 # paper task -> (s3prl downstream, the datarc keys its data root goes into)
@@ -38,8 +48,25 @@ class S3prlCommand:
         return f"{shlex.join(self.train)} && \\\n  {shlex.join(self.evaluate)}"
 
 
-def _override(pairs: Mapping[str, str]) -> str:
-    return ",,".join(f"{_DATARC}.{k}='{v}'" for k, v in pairs.items())
+def _flat(config: Mapping[str, Any], prefix: str = "config") -> list[str]:
+    out = []
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out += _flat(value, f"{prefix}.{key}")
+        else:
+            out.append(f"{prefix}.{key}={value!r}")  # s3prl evaluates each value
+    return out
+
+
+def _override(pairs: Mapping[str, str], config: Mapping[str, Any]) -> str:
+    """s3prl's ``-o``: data roots into the datarc, then ``config``, a nested mapping of the
+    recipe config's keys (``{runner: {total_steps: 6}}``)."""
+    return ",,".join([f"{_DATARC}.{k}='{v}'" for k, v in pairs.items()] + _flat(config))
+
+
+def installed() -> bool:
+    """Whether the ``s3prl`` extra is installed (``make s3prl``)."""
+    return importlib.util.find_spec("s3prl") is not None
 
 
 def s3prl_commands(
@@ -50,9 +77,16 @@ def s3prl_commands(
     downstreams: Mapping[str, str | None] | None = None,
     python: str = "python3",
     upstream: str = "hf_hubert_custom",
+    package: bool = False,
+    config: Mapping[str, Any] | None = None,
 ) -> tuple[list[S3prlCommand], dict[str, str]]:
-    """Train + test commands per task with a root; returns them and, per skipped task, why."""
+    """Train + test commands per task with a root; returns them and, per skipped task, why.
+
+    ``package``: run the installed s3prl through the launcher with the recipe configs in
+    ``recipes/`` (a task without one there is skipped); otherwise a checkout's
+    ``run_downstream.py``. ``config``: overrides of the recipe config (dotted keys)."""
     commands, skipped = [], {}
+    program = [python, "-m", "eval.s3prl.launch"] if package else [python, "run_downstream.py"]
     ckpt = str(Path(checkpoint).resolve())
     for task, root in roots.items():
         if not root:
@@ -65,6 +99,13 @@ def s3prl_commands(
         else:
             skipped[task] = "no s3prl recipe: set eval.s3prl.downstreams." + task
             continue
+        recipe = RECIPES / f"{downstream}.yaml"
+        if package and not recipe.is_file():
+            skipped[task] = (
+                f"no {downstream} recipe config in {RECIPES} (the s3prl wheels ship none): "
+                "add one, or run from an s3prl checkout (eval.s3prl.root)"
+            )
+            continue
         if task == "ks":
             if not speech_commands_test:
                 skipped[task] = "SUPERB's KS needs eval.speech_commands_test (the v0.01 test set)"
@@ -75,8 +116,7 @@ def s3prl_commands(
             name = f"{prefix}_{task}_{fold}" if fold else f"{prefix}_{task}"
             extra = {**pairs, "test_fold": fold} if fold else pairs
             train = [
-                python,
-                "run_downstream.py",
+                *program,
                 "-m",
                 "train",
                 "-n",
@@ -87,27 +127,29 @@ def s3prl_commands(
                 ckpt,
                 "-d",
                 downstream,
+                *(["-c", str(recipe)] if package else []),
                 "-o",
-                _override(extra),
+                _override(extra, config or {}),
             ]
             best = "dev-clean-best.ckpt" if task == "asr_wer" else "dev-best.ckpt"
             evaluate = [
-                python,
-                "run_downstream.py",
+                *program,
                 "-m",
                 "evaluate",
                 "-e",
                 f"result/downstream/{name}/{best}",
             ]
             if task == "asr_wer":
-                evaluate[3:3] = ["-t", "test-clean"]
+                evaluate[-2:-2] = ["-t", "test-clean"]
             commands.append(S3prlCommand(task, name, train, evaluate))
     return commands, skipped
 
 
-def write_script(commands: list[S3prlCommand], path: str | Path, s3prl_root: str | None) -> Path:
-    """A shell script a user can run (or edit) from their s3prl checkout."""
-    cd = f"cd {shlex.quote(str(Path(s3prl_root) / 's3prl'))}\n" if s3prl_root else ""
+def write_script(
+    commands: list[S3prlCommand], path: str | Path, workdir: str | Path | None
+) -> Path:
+    """A shell script a user can run (or edit), in ``workdir`` when given."""
+    cd = f"cd {shlex.quote(str(workdir))}\n" if workdir else ""
     body = "\n\n".join(f"# {c.task}\n{c.shell()}" for c in commands)
     path = Path(path)
     path.write_text(
@@ -131,33 +173,52 @@ def parse_result(log: str) -> tuple[str, float] | None:
     return ("accuracy", 100 * float(value)) if metric == "acc" else ("wer", float(value))
 
 
-def run_commands(commands: list[S3prlCommand], s3prl_root: str | Path, log_dir: str | Path) -> dict:
-    """Run each recipe in ``<s3prl_root>/s3prl``, one log per experiment.
-
-    Returns per experiment its status and, parsed from the evaluate run's output, its test
-    metric; failures are recorded, not raised.
-    """
-    workdir = Path(s3prl_root).expanduser() / "s3prl"
+def checkout(root: str | Path) -> Path:
+    """The folder of an s3prl checkout that holds ``run_downstream.py``."""
+    workdir = Path(root).expanduser() / "s3prl"
     if not (workdir / "run_downstream.py").is_file():
         raise FileNotFoundError(
             f"{workdir} has no run_downstream.py; is eval.s3prl.root an s3prl checkout?"
         )
-    log_dir = Path(log_dir)
+    return workdir
+
+
+def run_commands(commands: list[S3prlCommand], workdir: str | Path, log_dir: str | Path) -> dict:
+    """Run each recipe in ``workdir`` (a checkout's ``s3prl/``, or any folder for the
+    installed package: experiments go to ``workdir/result/downstream/NAME``), one log each.
+
+    Returns per experiment its status, its folder, its seconds and, parsed from the evaluate
+    run's output, its test metric; failures are recorded, not raised.
+    """
+    workdir, log_dir = Path(workdir), Path(log_dir)
+    workdir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
+    path = os.environ.get("PYTHONPATH")  # the launcher is importable, installed or not
+    env = {**os.environ, "PYTHONPATH": str(REPO) + (os.pathsep + path if path else "")}
     runs = {}
     for c in commands:
         log_path = log_dir / f"{c.name}.log"
         rc, evaluated = 0, ""
+        start = time.perf_counter()
         with open(log_path, "w") as log:
             for argv in (c.train, c.evaluate):
-                done = subprocess.run(argv, cwd=workdir, capture_output=True, text=True)
+                log.write(f"$ {shlex.join(argv)}\n")
+                log.flush()
+                done = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, env=env)
                 log.write(done.stdout + done.stderr)
                 rc = done.returncode
                 if rc:
                     break
             else:
                 evaluated = done.stdout
-        run: dict = {"task": c.task, "status": "ok", "log": str(log_path)}
+        seconds = time.perf_counter() - start
+        run: dict = {
+            "task": c.task,
+            "status": "ok",
+            "log": str(log_path),
+            "dir": str(workdir / "result" / "downstream" / c.name),
+            "seconds": round(seconds, 2),
+        }
         parsed = parse_result(evaluated) if rc == 0 else None
         if rc:
             run["status"] = f"failed (exit {rc}, see {log_path})"
