@@ -228,7 +228,14 @@ def align_and_combine(
     with timed(record, "plots"):
         record.plots = [
             str(
-                plot_alignment(result.spec, stats, result.perms, g, out / "plots" / f"corr_{g}.png")
+                plot_alignment(
+                    result.spec,
+                    stats,
+                    result.perms,
+                    g,
+                    out / "plots" / f"corr_{g}.png",
+                    data=cfg.get("heatmaps_data", False),
+                )
             )
             for g in cfg.heatmaps
             if g in result.perms and all(p in stats for p in result.spec[g].points)
