@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -383,6 +384,7 @@ def main(cfg: DictConfig) -> None:
     finally:
         on_sigterm(previous)
         record.total_seconds = time.perf_counter() - t
+        record.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
         save_record(out, record)
     # after results.json, so that a tracking failure never loses the job's results
     if cfg.logger.get("name") == "wandb":

@@ -1,34 +1,96 @@
-"""Cost of a merge relative to a plain forward pass of both encoders over the same clips.
+"""The merge as users run it, against plain forward passes of both encoders.
 
-Two randomly initialised HuBERT-base-size encoders, 32 calibration clips of 4 s. Prints the
-seconds of each stage and ratio = (calibration + matching + applying) / (forward A + B), as
-medians over repeats.
+Two randomly initialised HuBERT-base-size encoders are exported once; then, alternating, a
+``run.py`` job merges them with its defaults (fnn_attn, 32 calibration clips of 4 s from the
+built-in synthetic set, a fresh cache, W&B offline; ``eval=none``, the merge alone) and a plain
+process loads both encoders and runs them over the same clips. Both are timed from process
+start to exit, so imports and loading weigh on both sides. Prints every stage's seconds from
+``results.json`` (``start`` is what precedes the job: interpreter, imports, Hydra), the ratio
+merge / forward as a median over repeats, and each job's peak memory; ``--clips`` runs the
+merge at other calibration sizes for the memory comparison.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-import torch
-from transformers import HubertConfig, HubertModel
-
-from merging.audio import synthetic_clips
-from merging.calibrate import calibrate
-from merging.forward import encode, pad_batch
-from merging.load import Encoder
-from merging.match import Scope
-from merging.merge import merge
-from merging.runtime import keep_freed_memory
-
-SCOPES = {"fnn_attn": Scope(True, True, "heads"), "full": Scope(True, True, "heads", True)}
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def base_encoder(seed: int) -> Encoder:
-    torch.manual_seed(seed)
-    model = HubertModel(HubertConfig()).eval().requires_grad_(False)
-    return Encoder(model, f"hubert-base-random-{seed}")
+def forward_process(a: str, b: str, clips: int, seconds: float, batch_size: int) -> None:
+    """The baseline, in its own process: load both encoders, run them over the clips."""
+    from merging.audio import calibration_clips
+    from merging.forward import encode, min_samples, pad_batch
+    from merging.load import load_encoder
+    from merging.runtime import keep_freed_memory
+
+    keep_freed_memory()
+    ea, eb = load_encoder(a), load_encoder(b)
+    chosen, _ = calibration_clips([], clips, ea.sample_rate, seconds, 0, min_samples(ea.config))
+    order = sorted(chosen, key=lambda c: -c.wave.numel())
+    for i in range(0, len(order), batch_size):
+        wave, lengths = pad_batch([c.wave for c in order[i : i + batch_size]])
+        encode(ea, wave, lengths)
+        encode(eb, wave, lengths)
+
+
+def export_pair(work: Path) -> tuple[Path, Path]:
+    import torch
+    from transformers import HubertConfig, HubertModel
+
+    from merging.load import Encoder
+    from merging.merge import export
+
+    dirs = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = HubertModel(HubertConfig()).eval().requires_grad_(False)
+        dirs.append(export(Encoder(model, f"hubert-base-random-{seed}"), work / f"enc{seed}"))
+    return dirs[0], dirs[1]
+
+
+def timed(argv: list[str]) -> float:
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"{' '.join(argv[:3])} failed:\n{done.stderr[-3000:]}")
+    return wall
+
+
+def merge_job(a: Path, b: Path, work: Path, name: str, clips: int, args) -> dict:
+    out = work / name
+    wall = timed(
+        [
+            sys.executable,
+            "run.py",
+            "pair=local",
+            f"pair.a={a}",
+            f"pair.b={b}",
+            f"calibration.size={clips}",
+            f"calibration.max_seconds={args.seconds}",
+            f"calibration.batch_size={args.batch_size}",
+            "eval=none",
+            f"logger={args.logger}",
+            "progress=false",
+            f"paths.cache={work / name / 'cache'}",  # fresh: nothing reused between repeats
+            f"hydra.run.dir={out}",
+        ]
+    )
+    record = json.loads((out / "results.json").read_text())
+    if record["status"] != "ok":
+        sys.exit(f"merge job failed: {record['error']}")
+    stages = {"start": wall - record["total_seconds"], **record["seconds"]}
+    stages["rest"] = wall - sum(stages.values())  # results, W&B, interpreter exit
+    return {"wall": wall, "stages": stages, "rss_mb": record["peak_rss_mb"]}
 
 
 def main() -> None:
@@ -37,67 +99,50 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="merges timed; medians printed")
-    parser.add_argument("--scope", choices=sorted(SCOPES), default="fnn_attn")
+    parser.add_argument("--logger", default="wandb", help="run.py's logger (wandb: offline)")
     parser.add_argument(
-        "--max-frame-rate",
-        type=float,
-        default=400.0,
-        help="calibration.max_frame_rate (the default config's); 0 reads every frame",
+        "--memory-clips", type=int, nargs="*", default=[128], help="more calibration sizes"
     )
-    parser.add_argument(
-        "--default-malloc",
-        action="store_true",
-        help="leave glibc's allocator as it is (see merging/runtime.py)",
-    )
+    parser.add_argument("--forward", nargs=2, metavar=("A", "B"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    tuned = False if args.default_malloc else keep_freed_memory()
+    if args.forward:
+        forward_process(*args.forward, args.clips, args.seconds, args.batch_size)
+        return
 
-    a, b = base_encoder(0), base_encoder(1)
-    clips = synthetic_clips(args.clips, 16000, args.seconds, seed=0)
-    batches = [clips[i : i + args.batch_size] for i in range(0, len(clips), args.batch_size)]
+    import torch
+
+    work = Path(tempfile.mkdtemp(prefix="bench-merge-"))
+    a, b = export_pair(work)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"{args.clips} clips x {args.seconds:g} s, batch {args.batch_size}, scope {args.scope}, "
-        f"max frame rate {args.max_frame_rate or 'every frame'}, allocator tuned: {tuned}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.clips} clips x "
+        f"{args.seconds:g} s, batch {args.batch_size}, run.py defaults (fnn_attn, heatmaps, "
+        f"export), logger {args.logger}, eval=none"
     )
-
-    def forward_both() -> float:
-        t = time.perf_counter()
-        for batch in batches:
-            wave, lengths = pad_batch([c.wave for c in batch])
-            encode(a, wave, lengths)
-            encode(b, wave, lengths)
-        return time.perf_counter() - t
-
-    def merge_once() -> dict[str, float]:
-        t = time.perf_counter()
-        stats = calibrate(
-            a, b, clips, args.batch_size, False, max_frame_rate=args.max_frame_rate or None
-        )
-        seconds = {"calibration": time.perf_counter() - t}
-        seconds.update(merge(a, b, stats, SCOPES[args.scope], alpha=0.9).seconds)
-        return seconds
-
-    # Plain passes and merges alternate (F M F M ... F) and each merge is compared with the
-    # mean of the passes beside it, so drift on a shared machine weighs on both sides alike;
-    # the median over repeats damps the rest.
-    forwards, merges = [forward_both()], []
-    for _ in range(args.repeats):
-        merges.append(merge_once())
-        forwards.append(forward_both())
-    rows = []
+    baseline = [sys.executable, __file__, "--forward", str(a), str(b), "--clips", str(args.clips)]
+    baseline += ["--seconds", str(args.seconds), "--batch-size", str(args.batch_size)]
+    # Forward processes and merge jobs alternate (F M F M ... F) and each merge is divided by
+    # the mean of the two beside it, so drift on a shared machine weighs on both alike.
+    forwards, merges = [timed(baseline)], []
+    for i in range(args.repeats):
+        merges.append(merge_job(a, b, work, f"job{i}", args.clips, args))
+        forwards.append(timed(baseline))
+    ratios = []
     for i, m in enumerate(merges):
         forward = (forwards[i] + forwards[i + 1]) / 2
-        total = m["calibration"] + m["matching"] + m["applying"]
-        rows.append({"forward": forward, **m, "total": total, "ratio": total / forward})
-        print(f"repeat {i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in rows[-1].items()))
-    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    print(f"median of {len(rows)}:")
-    print(f"forward A+B   {med['forward']:8.2f} s")
-    for stage in ("calibration", "matching", "applying", "total"):
-        print(f"{'merge total' if stage == 'total' else stage:<13} {med[stage]:8.2f} s")
-    print(f"calibration / forward = {med['calibration'] / med['forward']:.2f} (grows with clips)")
-    print(f"ratio merge / forward = {med['ratio']:.2f} (target <= 2)")
+        ratios.append(m["wall"] / forward)
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in m["stages"].items())
+        print(
+            f"repeat {i + 1}: forward process {forward:.2f} s; merge job {m['wall']:.2f} s "
+            f"({stages}); ratio {ratios[-1]:.2f}"
+        )
+    med = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
+    print(f"median ratio merge job / forward process = {ratios[med]:.2f} (target <= 1.5)")
+    print("peak memory of the merge job:")
+    print(f"  {args.clips:4d} clips: {merges[med]['rss_mb']:8.0f} MiB")
+    for n in args.memory_clips:
+        m = merge_job(a, b, work, f"mem{n}", n, args)
+        change = m["rss_mb"] / merges[med]["rss_mb"] - 1
+        print(f"  {n:4d} clips: {m['rss_mb']:8.0f} MiB ({change:+.1%}; target within 10%)")
 
 
 if __name__ == "__main__":

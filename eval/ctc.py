@@ -73,7 +73,7 @@ def frame_features(
     batches = length_batches(waves, batch_size)
     for batch in tqdm(batches, desc=f"frame features ({upstream.name})", disable=not progress):
         layers, valid = upstream.layers(*pad_batch([waves[k] for k in batch]))
-        stacked = torch.stack(layers, 1)  # (batch, layers, frames, dim)
+        stacked = torch.stack(layers, 1).cpu()  # (batch, layers, frames, dim)
         for j, k in enumerate(batch):
             frames[k] = stacked[j, :, : int(valid[j])].half().clone()
     out = [f for f in frames if f is not None]

@@ -281,8 +281,8 @@ def pooled_features(
     for batch in tqdm(batches, desc=f"features ({upstream.name})", disable=not progress):
         wave, lengths = pad_batch([waves[k] for k in batch])
         layers, frames = upstream.layers(wave, lengths)
-        mask = frame_mask(frames, layers[0].shape[1])[:, :, None].float()
-        means = torch.stack([(h * mask).sum(1) / mask.sum(1) for h in layers], dim=1)
+        mask = frame_mask(frames.to(layers[0].device), layers[0].shape[1])[:, :, None].float()
+        means = torch.stack([(h * mask).sum(1) / mask.sum(1) for h in layers], dim=1).cpu()
         for j, k in enumerate(batch):
             pooled[k] = means[j].float()
     features = torch.stack(pooled)  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ reused by every job of a sweep.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -105,16 +106,18 @@ class CrossMoments:
 
     FLUSH_FRAMES = 1 << 18
 
-    def __init__(self, ca: int, cb: int) -> None:
+    def __init__(self, ca: int, cb: int, device: torch.device | str = "cpu") -> None:
+        """Sums for ``ca`` units of A and ``cb`` of B, kept on ``device`` (the activations')."""
         f64 = torch.float64
         self.n = 0
         self.pending = 0
         self.ref_a: torch.Tensor | None = None
         self.ref_b: torch.Tensor | None = None
-        self.sum_a, self.sum_b = torch.zeros(ca, dtype=f64), torch.zeros(cb, dtype=f64)
-        self.sq_a, self.sq_b = torch.zeros(ca, dtype=f64), torch.zeros(cb, dtype=f64)
-        self.cross = torch.zeros(ca, cb, dtype=f64)
-        self.buffer = torch.zeros(ca, cb)
+        zeros = functools.partial(torch.zeros, device=device)
+        self.sum_a, self.sum_b = zeros(ca, dtype=f64), zeros(cb, dtype=f64)
+        self.sq_a, self.sq_b = zeros(ca, dtype=f64), zeros(cb, dtype=f64)
+        self.cross = zeros(ca, cb, dtype=f64)
+        self.buffer = zeros(ca, cb)
 
     def update(
         self, a: torch.Tensor, b: torch.Tensor, lengths: Sequence[int], consume: bool = False
@@ -125,7 +128,7 @@ class CrossMoments:
         a = a.sub_(self.ref_a) if consume else a - self.ref_a
         b = b.sub_(self.ref_b) if consume else b - self.ref_b
         if min(lengths) < a.shape[1]:  # padded frames must add nothing to the sums
-            valid = frame_mask(torch.as_tensor(lengths), a.shape[1])[:, :, None]
+            valid = frame_mask(torch.as_tensor(lengths, device=a.device), a.shape[1])[:, :, None]
             a.mul_(valid)
             b.mul_(valid)
         if a.stride(-1) == 1 and b.stride(-1) == 1:  # units contiguous: one large product
@@ -162,7 +165,8 @@ class CrossMoments:
         corr[:, var_b <= 1e-12] = 0.0
         ref_a = self.ref_a if self.ref_a is not None else 0.0
         ref_b = self.ref_b if self.ref_b is not None else 0.0
-        return PointStats(self.n, mu_a + ref_a, std_a, mu_b + ref_b, std_b, corr.float())
+        mean_a, mean_b = (mu_a + ref_a).cpu(), (mu_b + ref_b).cpu()  # matching runs on the CPU
+        return PointStats(self.n, mean_a, std_a.cpu(), mean_b, std_b.cpu(), corr.float().cpu())
 
 
 @contextmanager
@@ -259,7 +263,7 @@ def calibrate(
 
     def cross(name: str, xa: torch.Tensor, xb: torch.Tensor, lengths: Sequence[int]) -> None:
         if name not in moments:
-            moments[name] = CrossMoments(xa.shape[-1], xb.shape[-1])
+            moments[name] = CrossMoments(xa.shape[-1], xb.shape[-1], xa.device)
         moments[name].update(xa, xb, lengths, consume=True)
 
     stream(a, b, a.family.points(a.config), clips, cross, batch_size, progress, max_frame_rate)

@@ -115,7 +115,7 @@ def _lsa(score: np.ndarray) -> np.ndarray:
 
 def assign(score: torch.Tensor) -> torch.Tensor:
     """Maximum-weight matching; ``perm[i]`` is the column (unit of B) given to row i (of A)."""
-    return torch.from_numpy(_lsa(score.double().numpy())).long()
+    return torch.from_numpy(_lsa(score.double().cpu().numpy())).long()
 
 
 def _assign_blocks(scores: Sequence[np.ndarray], blocks: int) -> tuple[np.ndarray, list[list]]:
@@ -146,7 +146,7 @@ def assign_blocks(
     inside the block, over all ``scores``; blocks are then assigned, and the inner matchings of
     the chosen pairs kept. Returns the block order and, per score, the inner index per block.
     """
-    block_perm, inner = _assign_blocks([s.double().numpy() for s in scores], blocks)
+    block_perm, inner = _assign_blocks([s.double().cpu().numpy() for s in scores], blocks)
     return torch.from_numpy(block_perm).long(), [
         [torch.from_numpy(p).long() for p in per_score] for per_score in inner
     ]

@@ -89,6 +89,7 @@ class JobRecord:
     evaluation: Evaluation | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     total_seconds: float | None = None
+    peak_rss_mb: float | None = None  # the job process's peak resident memory
     error: str | None = None
     traceback: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -102,3 +102,18 @@ def test_damaged_cache_file_is_recomputed(tmp_path):
     path.write_bytes(b"garbage")
     stats, hit = cached_calibrate(a, b, clips, tmp_path, progress=False)
     assert not hit and "conv.0" in stats
+
+
+def test_moments_stay_on_the_activations_device_and_come_back_to_the_cpu():
+    """device=cuda without a GPU: on the meta device (shapes, no data) every running sum
+    stays where the activations are, and a padded batch's mask is built there too."""
+    a = torch.empty(2, 7, 5, device="meta")
+    b = torch.empty(2, 7, 3, device="meta")
+    moments = CrossMoments(5, 3, a.device)
+    moments.update(a, b, [7, 4])
+    sums = (moments.sum_a, moments.sq_b, moments.buffer, moments.cross, moments.ref_a)
+    assert all(t.device.type == "meta" for t in sums)
+    cpu = CrossMoments(5, 3)
+    cpu.update(torch.randn(2, 7, 5), torch.randn(2, 7, 3), [7, 4])
+    stats = cpu.finalize()
+    assert all(t.device.type == "cpu" for t in (stats.corr, stats.mean_a, stats.std_b))

@@ -126,7 +126,7 @@ def zip_state(
         joint = _pooled(wa, wb, {dim for dim, _ in zipped})
         for dim, g in zipped:
             merge, unmerge = matrices[g.name]
-            mix = merge if dim == 0 else unmerge.T
+            mix = (merge if dim == 0 else unmerge.T).to(joint.device)
             joint = torch.tensordot(mix, joint, dims=([1], [dim])).movedim(0, dim)
         out[key] = joint.to(a[key].dtype)
     return out
@@ -173,7 +173,7 @@ class ZipIt(Linear):
         def pool(name: str, xa: torch.Tensor, xb: torch.Tensor, lengths: Sequence[int]) -> None:
             x = torch.cat([xa, xb], -1)  # both models' units side by side: one pool
             if name not in moments:
-                moments[name] = CrossMoments(x.shape[-1], x.shape[-1])
+                moments[name] = CrossMoments(x.shape[-1], x.shape[-1], x.device)
             moments[name].update(x, x, lengths)
 
         stream(a, b, points, clips, pool, self.batch_size, False, self.max_frame_rate, "zipping")
