@@ -22,7 +22,14 @@ from eval.features import (
     Upstream,
 )
 from eval.probing import probe_task
-from eval.s3prl import checkout, run_commands, s3prl_commands, task_metrics, write_script
+from eval.s3prl import (
+    checkout,
+    listed_test_set,
+    run_commands,
+    s3prl_commands,
+    task_metrics,
+    write_script,
+)
 from eval.s3prl import installed as s3prl_installed
 from eval.scores import PAPER_FBANK, suite_scores, usable_floors
 from eval.stats import Bootstrap, intervals, majority, point, score_rows
@@ -178,11 +185,19 @@ def evaluate_s3prl(merged_dir: str | Path, cfg: DictConfig, out: str | Path, pre
         )
     root = cfg.s3prl.root
     package = not root and s3prl_installed()
+    roots, notes = OmegaConf.to_container(cfg.roots), {}
+    test = cfg.get("speech_commands_test")
+    if roots.get("ks") and not test:  # as the probes do: the archive's own testing list
+        test = str(listed_test_set(roots["ks"], Path(out).resolve() / "s3prl" / "ks_test"))
+        notes["ks"] = (
+            "tested on the testing list of eval.roots.ks; SUPERB tests on the separate v0.01 "
+            "test set (eval.speech_commands_test)"
+        )
     commands, skipped = s3prl_commands(
         merged_dir,
-        OmegaConf.to_container(cfg.roots),
+        roots,
         prefix,
-        cfg.get("speech_commands_test"),
+        test,
         OmegaConf.to_container(cfg.s3prl.downstreams),
         python=sys.executable if package else "python3",
         upstream=family.s3prl_upstream,
@@ -191,7 +206,7 @@ def evaluate_s3prl(merged_dir: str | Path, cfg: DictConfig, out: str | Path, pre
     )
     workdir = checkout(root) if root else Path(out).resolve() / "s3prl"
     script = write_script(commands, Path(out) / "s3prl.sh", workdir if root or package else None)
-    result = {"backend": "s3prl", "script": str(script), "skipped": skipped}
+    result = {"backend": "s3prl", "script": str(script), "skipped": skipped, "notes": notes}
     if not (root or package):
         result["runner"] = None
         result["not_run"] = "s3prl is not installed (make s3prl) and eval.s3prl.root is unset"

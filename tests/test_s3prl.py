@@ -6,6 +6,7 @@ import pytest
 
 from eval.s3prl import (
     checkout,
+    listed_test_set,
     parse_result,
     run_commands,
     s3prl_commands,
@@ -126,3 +127,20 @@ def test_the_installed_package_runs_only_the_recipes_the_project_ships(tmp_path)
     )
     assert ks.evaluate[:5] == ["py", "-m", "eval.s3prl.launch", "-m", "evaluate"]
     assert "recipe config" in skipped["ic"] and "eval.s3prl.root" in skipped["ic"]
+
+
+def test_the_testing_list_becomes_a_test_folder_s3prl_reads(tmp_path):
+    root = tmp_path / "sc"
+    for rel in ("yes/a_nohash_0.wav", "bed/b_nohash_0.wav", "yes/c_nohash_0.wav"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"RIFF")
+    (root / "testing_list.txt").write_text("yes/a_nohash_0.wav\nbed/b_nohash_0.wav\n")
+    out = listed_test_set(root, tmp_path / "test")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav")) == [
+        "_unknown_/bed_b_nohash_0.wav",
+        "yes/yes_a_nohash_0.wav",
+    ]
+    assert (out / "yes" / "yes_a_nohash_0.wav").resolve() == (root / "yes/a_nohash_0.wav").resolve()
+    assert listed_test_set(root, tmp_path / "test") == out  # again: nothing to redo
+    with pytest.raises(FileNotFoundError, match="speech_commands_test"):
+        listed_test_set(tmp_path, tmp_path / "x")

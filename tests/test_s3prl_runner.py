@@ -21,7 +21,7 @@ WORDS = {"yes": 300.0, "no": 500.0, "up": 800.0, "bed": 1200.0}  # bed: one of t
 
 def write_speech_commands(root: Path, per_word: int = 12, test_per_class: int = 3) -> Path:
     """Speech Commands v0.01's layout (word folders of SPEAKER_nohash_K.wav, background noise,
-    and the separate test set with _unknown_ and _silence_), one tone per word."""
+    testing_list.txt; and the separate test set with _unknown_ and _silence_), a tone a word."""
     rng = np.random.default_rng(0)
 
     def write(path: Path, wave: np.ndarray) -> None:
@@ -32,17 +32,20 @@ def write_speech_commands(root: Path, per_word: int = 12, test_per_class: int = 
         t = np.arange(RATE) / RATE
         return 0.3 * np.sin(2 * np.pi * f * t) + 0.05 * rng.standard_normal(t.size)
 
+    listed = []  # the archive's testing_list.txt: the last clips of every word
     for word, f in WORDS.items():
         for s in range(per_word):
-            write(
-                root / "train" / word / f"{s:08x}_nohash_0.wav", tone(f * rng.uniform(0.97, 1.03))
-            )
+            name = f"{word}/{s:08x}_nohash_0.wav"
+            write(root / "train" / name, tone(f * rng.uniform(0.97, 1.03)))
+            listed += [name] if s >= per_word - test_per_class else []
         label = "_unknown_" if word == "bed" else word
         for s in range(test_per_class):
             write(root / "test" / label / f"t{s}_nohash_0.wav", tone(f))
     write(root / "train" / "_background_noise_" / "noise.wav", 0.1 * rng.standard_normal(3 * RATE))
     for s in range(test_per_class):
         write(root / "test" / "_silence_" / f"s{s}.wav", 0.1 * rng.standard_normal(RATE))
+    (root / "train" / "testing_list.txt").write_text("\n".join(listed) + "\n")
+    (root / "train" / "validation_list.txt").write_text("")
     return root
 
 
@@ -70,15 +73,14 @@ def test_s3prl_runs_its_own_speech_commands_recipe_on_the_merged_checkpoint(tmp_
             "permute=fnn_attn",
             "eval=paper",
             "eval.backend=s3prl",
-            f"eval.roots.ks={data / 'train'}",
-            f"eval.speech_commands_test={data / 'test'}",
+            f"eval.roots.ks={data / 'train'}",  # no separate test set: its testing list
             f"eval.s3prl.config={{runner:{steps},downstream_expert:{{datarc:{{num_workers:0}}}}}}",
         )
     )
     record = json.loads((out / "results.json").read_text())
     assert record["status"] == "ok", record.get("traceback") or done.stderr[-3000:]
     evaluation = record["evaluation"]
-    assert evaluation["runner"] == "package"
+    assert evaluation["runner"] == "package" and "testing list" in evaluation["notes"]["ks"]
     (run,) = evaluation["runs"].values()
     assert run["status"] == "ok", Path(run["log"]).read_text()[-3000:]
     log = Path(run["log"]).read_text()

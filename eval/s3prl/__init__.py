@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-RECIPES = Path(__file__).parent / "recipes"  # s3prl downstream -> RECIPES / f"{name}.yaml"
+from eval.datasets import SPEECH_COMMANDS_WORDS
+
+RECIPES = Path(__file__).parent / "recipes"  # one config per s3prl downstream: NAME.yaml
 REPO = Path(__file__).resolve().parents[2]
 
 _DATARC = "config.downstream_expert.datarc"
@@ -64,6 +66,26 @@ def _override(pairs: Mapping[str, str], config: Mapping[str, Any]) -> str:
     return ",,".join([f"{_DATARC}.{k}='{v}'" for k, v in pairs.items()] + _flat(config))
 
 
+def listed_test_set(root: str | Path, out: str | Path) -> Path:
+    """A Speech Commands test folder s3prl's KS expert reads, made of symlinks to the files of
+    ``root/testing_list.txt``: the fallback when SUPERB's separate v0.01 test set is not given
+    (words outside the ten keywords go to ``_unknown_``; the list holds no ``_silence_``)."""
+    root, out = Path(root), Path(out)
+    listed = root / "testing_list.txt"
+    if not listed.is_file():
+        raise FileNotFoundError(
+            f"{listed} is missing; give SUPERB's test set in eval.speech_commands_test"
+        )
+    for rel in listed.read_text().split():
+        word, name = rel.split("/")
+        label = word if word in SPEECH_COMMANDS_WORDS else "_unknown_"
+        link = out / label / f"{word}_{name}"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to((root / rel).resolve())
+    return out
+
+
 def installed() -> bool:
     """Whether the ``s3prl`` extra is installed (``make s3prl``)."""
     return importlib.util.find_spec("s3prl") is not None
@@ -84,7 +106,7 @@ def s3prl_commands(
 
     ``package``: run the installed s3prl through the launcher with the recipe configs in
     ``recipes/`` (a task without one there is skipped); otherwise a checkout's
-    ``run_downstream.py``. ``config``: overrides of the recipe config (dotted keys)."""
+    ``run_downstream.py``. ``config``: overrides of the recipe config, a nested mapping."""
     commands, skipped = [], {}
     program = [python, "-m", "eval.s3prl.launch"] if package else [python, "run_downstream.py"]
     ckpt = str(Path(checkpoint).resolve())
