@@ -202,7 +202,7 @@ def evaluate_s3prl(merged_dir: str | Path, cfg: DictConfig, out: str | Path, pre
         python=sys.executable if package else "python3",
         upstream=family.s3prl_upstream,
         package=package,
-        config=OmegaConf.to_container(cfg.s3prl.get("config") or {}),
+        config=OmegaConf.to_container(cfg.s3prl.config) if cfg.s3prl.get("config") else {},
     )
     workdir = checkout(root) if root else Path(out).resolve() / "s3prl"
     script = write_script(commands, Path(out) / "s3prl.sh", workdir if root or package else None)

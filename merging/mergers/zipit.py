@@ -22,7 +22,7 @@ the A x B products of a calibration pass at the zipped points.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -103,7 +103,7 @@ def zip_state(
     b: Mapping[str, torch.Tensor],
     groups: Sequence[PermGroup],
     matrices: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-    alpha_of,
+    alpha_of: Callable[[str], float],
 ) -> dict[str, torch.Tensor]:
     """Every parameter one of the zipped ``groups`` touches, rebuilt from A's and B's.
 
