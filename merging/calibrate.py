@@ -100,8 +100,9 @@ class CrossMoments:
     Batches arrive as (clips, frames, units) tensors of any memory layout plus each clip's
     valid frames. Data are shifted by the first clip's means before any product, so float32
     matrix products lose nothing to cancellation when means dwarf spreads. Cross products
-    collect in a float32 buffer flushed into float64 every ``FLUSH_FRAMES`` frames; all other
-    sums are float64.
+    collect in a float32 buffer flushed into float64 every ``FLUSH_FRAMES`` frames (the float64
+    matrix exists only from the first flush: a calibration set below that many frames never
+    allocates, fills or adds one); all other sums are float64.
     """
 
     FLUSH_FRAMES = 1 << 18
@@ -116,7 +117,7 @@ class CrossMoments:
         zeros = functools.partial(torch.zeros, device=device)
         self.sum_a, self.sum_b = zeros(ca, dtype=f64), zeros(cb, dtype=f64)
         self.sq_a, self.sq_b = zeros(ca, dtype=f64), zeros(cb, dtype=f64)
-        self.cross = zeros(ca, cb, dtype=f64)
+        self.cross: torch.Tensor | None = None  # float64, from the first flush on
         self.buffer = zeros(ca, cb)
 
     def update(
@@ -145,14 +146,20 @@ class CrossMoments:
         if self.pending >= self.FLUSH_FRAMES:
             self._flush()
 
-    def _flush(self) -> None:
-        self.cross.add_(self.buffer)
-        self.buffer.zero_()
+    def _flush(self, last: bool = False) -> None:
+        if self.cross is None:
+            self.cross = self.buffer.double()
+        else:
+            self.cross.add_(self.buffer)
+        if not last:
+            self.buffer.zero_()
         self.pending = 0
 
     def finalize(self) -> PointStats:
         """Pearson correlations; consumes the accumulators."""
-        self._flush()
+        if self.pending or self.cross is None:
+            self._flush(last=True)
+        assert self.cross is not None
         n = max(self.n, 1)
         mu_a, mu_b = self.sum_a / n, self.sum_b / n
         var_a = (self.sq_a / n - mu_a.square()).clamp(min=0)
@@ -161,8 +168,11 @@ class CrossMoments:
         corr = self.cross.div_(n).addr_(mu_a, mu_b, alpha=-1.0)
         corr.div_(std_a.clamp(min=1e-150)[:, None]).div_(std_b.clamp(min=1e-150)[None, :])
         corr.clamp_(-1.0, 1.0)
-        corr[var_a <= 1e-12] = 0.0  # constant units correlate with nothing
-        corr[:, var_b <= 1e-12] = 0.0
+        constant_a, constant_b = var_a <= 1e-12, var_b <= 1e-12
+        if constant_a.any():  # constant units correlate with nothing
+            corr[constant_a] = 0.0
+        if constant_b.any():
+            corr[:, constant_b] = 0.0
         ref_a = self.ref_a if self.ref_a is not None else 0.0
         ref_b = self.ref_b if self.ref_b is not None else 0.0
         mean_a, mean_b = (mu_a + ref_a).cpu(), (mu_b + ref_b).cpu()  # matching runs on the CPU
