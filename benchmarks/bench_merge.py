@@ -90,7 +90,8 @@ def merge_job(a: Path, b: Path, work: Path, name: str, clips: int, args) -> dict
         sys.exit(f"merge job failed: {record['error']}")
     stages = {"start": wall - record["total_seconds"], **record["seconds"]}
     stages["rest"] = wall - sum(stages.values())  # results, W&B, interpreter exit
-    return {"wall": wall, "stages": stages, "rss_mb": record["peak_rss_mb"]}
+    audio = record["calibration"]["audio_seconds"]
+    return {"wall": wall, "stages": stages, "rss_mb": record["peak_rss_mb"], "audio": audio}
 
 
 def main() -> None:
@@ -136,6 +137,7 @@ def main() -> None:
             f"({stages}); ratio {ratios[-1]:.2f}"
         )
     med = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
+    print(f"calibration audio: {merges[med]['audio']:.0f} s in {args.clips} clips")
     print(f"median ratio merge job / forward process = {ratios[med]:.2f} (target <= 1.5)")
     print("peak memory of the merge job:")
     print(f"  {args.clips:4d} clips: {merges[med]['rss_mb']:8.0f} MiB")

@@ -1,13 +1,13 @@
 """The two evaluation protocols side by side: s3prl's own runner against the project's probe.
 
-Same checkpoint (default: the demo speech encoder), same task: the demo world's keyword
-spotting clips laid out as Speech Commands v0.01 (word folders, ``_background_noise_``, the
-separate test set). s3prl trains its recipe (weighted layer sum, projector, mean pooling,
-linear; Adam 1e-4) for ``--steps`` steps with the encoder forwarded at every step, and keeps the
-best dev checkpoint; the project extracts every layer's pooled features once and fits its probe
-grid (learning rates x seeds) on them. Prints each protocol's wall seconds and test accuracy.
-The train/dev split differs: s3prl hashes file names, the project reads validation_list.txt.
-Needs the s3prl extra (make s3prl).
+Same checkpoint (default: the demo speech encoder, exported in float32 as merges are), same
+task: the demo world's keyword spotting clips laid out as Speech Commands v0.01 (word folders,
+``_background_noise_``, the separate test set). s3prl trains its recipe (weighted layer sum,
+projector, mean pooling, linear; Adam 1e-4) for ``--steps`` steps with the encoder forwarded at
+every step, and keeps the best dev checkpoint; the project extracts every layer's pooled
+features once and fits its probe grid (learning rates x seeds) on them. Prints each protocol's
+wall seconds and test accuracy. The train/dev split differs: s3prl hashes file names, the
+project reads validation_list.txt. Needs the s3prl extra (make s3prl).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from demo.suite import build_suite, default_root
 from eval.evaluate import evaluate
 from eval.s3prl import installed, run_commands, s3prl_commands, task_metrics
 from merging.load import load_encoder
+from merging.merge import export
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +74,8 @@ def main() -> None:
             "config",
             ["eval=paper", f"eval.roots.ks={train}", f"eval.speech_commands_test={test}"],
         )
-    encoder = load_encoder(args.checkpoint)
+    encoder = load_encoder(args.checkpoint)  # float32, as a merged checkpoint is exported
+    checkpoint = str(export(encoder, work / "checkpoint"))
     start = time.perf_counter()
     probes = evaluate(
         encoder,
@@ -91,7 +93,7 @@ def main() -> None:
         "downstream_expert": {"datarc": {"num_workers": 0}},
     }
     commands, skipped = s3prl_commands(
-        args.checkpoint, {"ks": str(train)}, "bench", str(test), python=sys.executable,
+        checkpoint, {"ks": str(train)}, "bench", str(test), python=sys.executable,
         package=True, config=config,
     )  # fmt: skip
     if skipped:
