@@ -235,7 +235,7 @@ def align_and_combine(
                     result.perms,
                     g,
                     out / "plots" / f"corr_{g}.png",
-                    data=cfg.get("heatmaps_data", False),
+                    data=cfg.heatmaps_data,
                 )
             )
             for g in cfg.heatmaps
@@ -384,7 +384,7 @@ def main(cfg: DictConfig) -> None:
     finally:
         on_sigterm(previous)
         record.total_seconds = time.perf_counter() - t
-        record.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
+        record.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
         save_record(out, record)
     # after results.json, so that a tracking failure never loses the job's results
     if cfg.logger.get("name") == "wandb":

@@ -187,8 +187,9 @@ def evaluate_s3prl(merged_dir: str | Path, cfg: DictConfig, out: str | Path, pre
     package = not root and s3prl_installed()
     roots, notes = OmegaConf.to_container(cfg.roots), {}
     test = cfg.get("speech_commands_test")
-    if roots.get("ks") and not test:  # as the probes do: the archive's own testing list
-        test = str(listed_test_set(roots["ks"], Path(out).resolve() / "s3prl" / "ks_test"))
+    ks = roots.get("ks")
+    if ks and not test and (Path(ks) / "testing_list.txt").is_file():  # as the probes do
+        test = str(listed_test_set(ks, Path(out).resolve() / "s3prl" / "ks_test"))
         notes["ks"] = (
             "tested on the testing list of eval.roots.ks; SUPERB tests on the separate v0.01 "
             "test set (eval.speech_commands_test)"

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin  # noqa: F401 - PNG's writer, loaded once
 
 from merging.calibrate import PointStats
 from merging.match import group_score
@@ -81,8 +82,6 @@ def plot_alignment(
 
     Drawn with PIL, pixel for pixel: a picture costs milliseconds, not a plotting library's
     start-up and layout."""
-    from PIL import Image, ImageDraw, ImageFont
-
     g = spec[group]
     score = group_score(g, stats).float()
     perm = perms.get(group, torch.arange(g.size))
