@@ -144,3 +144,23 @@ def test_the_testing_list_becomes_a_test_folder_s3prl_reads(tmp_path):
     assert listed_test_set(root, tmp_path / "test") == out  # again: nothing to redo
     with pytest.raises(FileNotFoundError, match="speech_commands_test"):
         listed_test_set(tmp_path, tmp_path / "x")
+
+
+def test_the_sox_chain_of_the_speech_commands_expert_without_sox(tmp_path):
+    """channels 1, rate 16000, gain -3: what s3prl's KS expert asks torchaudio's (gone)
+    sox_effects for, here on an 8 kHz stereo file."""
+    import numpy as np
+    import soundfile as sf
+
+    from eval.s3prl.launch import _effects_file
+
+    t = np.arange(8000) / 8000
+    left, right = np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 440 * t)
+    sf.write(tmp_path / "x.wav", np.stack([left, right], 1).astype(np.float32), 8000)
+    effects = [["channels", "1"], ["rate", "16000"], ["gain", "-3.0"]]
+    wave, rate = _effects_file(tmp_path / "x.wav", effects)
+    assert rate == 16000 and wave.shape == (1, 16000)
+    peak = float(wave[0, 2000:14000].abs().max())  # away from the resampler's edges
+    assert peak == pytest.approx(0.75 * 10 ** (-3 / 20), rel=0.02)
+    with pytest.raises(NotImplementedError, match="reverb"):
+        _effects_file(tmp_path / "x.wav", [["reverb", "50"]])
