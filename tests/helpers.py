@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from transformers import HubertConfig
 
 from merging.families import families
 from merging.load import Encoder
+from merging.spec import apply_permutations, random_exact_perms
 
 
 def tiny_config(family: str = "hubert", **overrides) -> HubertConfig:
@@ -47,6 +49,20 @@ def random_encoder(config: HubertConfig, seed: int, rate: int = 16000) -> Encode
                 p.copy_(0.3 * torch.randn(p.shape, generator=gen))
     model.requires_grad_(False)
     return Encoder(model, f"random-{seed}", rate, False)
+
+
+def hidden_permuted_copy(
+    family: str = "hubert", seed: int = 0, kinds: tuple[str, ...] = ("conv", "ffn", "attn")
+):
+    """A random tiny encoder A and a copy B with the units of every group of ``kinds``
+    shuffled by exact symmetries (the same function); returns A, B, the spec, the shuffles."""
+    a = random_encoder(tiny_config(family), seed)
+    spec = a.family.build_spec(a.config, keys=a.model.state_dict().keys())
+    names = [g.name for g in spec.groups if g.kind in kinds]
+    perms = random_exact_perms(spec, torch.Generator().manual_seed(seed + 11), names)
+    b = copy.deepcopy(a)
+    b.model.load_state_dict(apply_permutations(a.model.state_dict(), spec, perms))
+    return a, b, spec, perms
 
 
 ROOT = Path(__file__).resolve().parents[1]

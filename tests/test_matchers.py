@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -11,21 +10,10 @@ import torch
 
 from merging.match import MatchProblem, Scope
 from merging.matchers.weight import WeightMatching
-from merging.spec import apply_permutations, random_exact_perms
-from tests.helpers import local_job, random_encoder, run_py, tiny_config
+from tests.helpers import hidden_permuted_copy, local_job, random_encoder, run_py, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FNN_ATTN = Scope(cnn=True, ffn=True, attn="heads")
-
-
-def hidden_permuted_copy(family: str = "hubert", seed: int = 0, res: bool = False):
-    a = random_encoder(tiny_config(family), seed)
-    spec = a.family.build_spec(a.config, keys=a.model.state_dict().keys())
-    names = [n for n in spec.names() if res or n != "res"]
-    perms = random_exact_perms(spec, torch.Generator().manual_seed(seed + 11), names)
-    b = copy.deepcopy(a)
-    b.model.load_state_dict(apply_permutations(a.model.state_dict(), spec, perms))
-    return a, b, spec, perms
 
 
 def inverse(perm: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,8 @@ from merging.match import Scope
 from merging.merge import merge
 from merging.mergers.repair import Repair, repair_points, unit_moments
 from merging.mergers.zipit import ZipIt, greedy_pairs
-from merging.spec import apply_permutations, random_exact_perms
-from tests.helpers import local_job, random_encoder, run_py, tiny_config
+from merging.spec import apply_permutations
+from tests.helpers import hidden_permuted_copy, local_job, random_encoder, run_py, tiny_config
 
 FNN_ATTN = Scope(cnn=True, ffn=True, attn="heads")
 
@@ -88,12 +88,8 @@ def test_zipit_pairs_are_the_sequential_greedy_matching(same_model):
 def test_zipit_of_a_model_with_a_shuffled_copy_of_itself_returns_it(family):
     """ZipIt! finds its own pairs: B's conv and FFN units are shuffled and nothing is
     permuted (Scope()), yet B = A comes back as A."""
-    a = random_encoder(tiny_config(family), 0)
-    spec = a.family.build_spec(a.config, keys=a.model.state_dict().keys())
+    a, b, spec, _ = hidden_permuted_copy(family, kinds=("conv", "ffn"))
     zipped = [g.name for g in spec.groups if g.kind in ("conv", "ffn")]
-    hidden = random_exact_perms(spec, torch.Generator().manual_seed(5), zipped)
-    b = random_encoder(tiny_config(family), 0)
-    b.model.load_state_dict(apply_permutations(a.model.state_dict(), spec, hidden))
     clips, _ = calibration_clips([], 4, a.sample_rate, 1.0, 0)
     result = merge(a, b, calibrate(a, b, clips, progress=False), Scope(), ZipIt(0.3), clips=clips)
     merged, ref = result.encoder.model.state_dict(), a.model.state_dict()
@@ -145,12 +141,7 @@ def test_run_py_zips_the_conv_stack_and_permutes_the_transformer(tmp_path):
     from merging.merge import export
     from tests.test_audio import write_mixed_folder
 
-    a = random_encoder(tiny_config(), 0)
-    spec = a.family.build_spec(a.config, keys=a.model.state_dict().keys())
-    names = [n for n in spec.names() if n != "res"]
-    hidden = random_exact_perms(spec, torch.Generator().manual_seed(7), names)
-    b = random_encoder(tiny_config(), 0)
-    b.model.load_state_dict(apply_permutations(a.model.state_dict(), spec, hidden))
+    a, b, _, _ = hidden_permuted_copy()
     export(a, tmp_path / "A")
     export(b, tmp_path / "B")
     write_mixed_folder(tmp_path / "calib")
