@@ -94,12 +94,14 @@ class Repair(Linear):
         points = repair_points(merged.config)
         layers = merged.config.num_hidden_layers
         stats_a, stats_b = unit_moments(a, points, clips), unit_moments(b, points, clips)
+        targets = {}  # per point, the interpolated (mean, std) of the parents
+        for p in points:
+            w = self.weight(p.weight_key, layers)
+            targets[p.name] = w * stats_a[p.name] + (1 - w) * stats_b[p.name]
         state = merged.model.state_dict()
         report = []
         for p in points:
-            w = self.weight(p.weight_key, layers)
-            target = w * stats_a[p.name] + (1 - w) * stats_b[p.name]
-            (mean, std), (mean_t, std_t) = unit_moments(merged, [p], clips)[p.name], target
+            (mean, std), (mean_t, std_t) = unit_moments(merged, [p], clips)[p.name], targets[p.name]
             ratio = std_t / std.clamp(min=EPS)
             weight, bias = state[f"{p.module}.weight"], state.get(f"{p.module}.bias")
             shape = (-1,) + (1,) * (weight.dim() - 1)
@@ -110,7 +112,6 @@ class Repair(Linear):
             report.append({"point": p.name, "std_ratio_before": before})
         after = unit_moments(merged, points, clips)
         for row, p in zip(report, points, strict=True):
-            w = self.weight(p.weight_key, layers)
-            std_t = w * stats_a[p.name][1] + (1 - w) * stats_b[p.name][1]
+            std_t = targets[p.name][1]
             row["std_ratio_after"] = float((after[p.name][1] / std_t.clamp(min=EPS)).mean())
         return {"points": report, "passes": 2 + len(points) + 1}
