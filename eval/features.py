@@ -111,10 +111,11 @@ def mel_bank(n_fft: int, bins: int, rate: int) -> torch.Tensor:
     ).float()
 
 
+@functools.lru_cache(maxsize=8)
 def kaldi_mel_banks(bins: int, n_fft: int, rate: int, low: float = 20.0) -> torch.Tensor:
     """(n_fft // 2 + 1, bins) Kaldi's triangular filters: equal widths on Kaldi's mel scale
     (1127 ln(1 + f / 700)) from ``low`` to Nyquist, evaluated on the mel value of each FFT
-    bin; the Nyquist bin gets no weight."""
+    bin; the Nyquist bin gets no weight. Built once per setting (every clip uses it); read-only."""
 
     def mel(f: torch.Tensor | float) -> torch.Tensor:
         return 1127.0 * torch.log1p(torch.as_tensor(f, dtype=torch.float64) / 700.0)
