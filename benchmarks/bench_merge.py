@@ -1,13 +1,13 @@
 """The merge as users run it, against plain forward passes of both encoders.
 
 Two randomly initialised HuBERT-base-size encoders are exported once; then, alternating, a
-``run.py`` job merges them with its defaults (fnn_attn, 32 calibration clips of 4 s from the
-built-in synthetic set, a fresh cache, W&B offline; ``eval=none``, the merge alone) and a plain
-process loads both encoders and runs them over the same clips. Both are timed from process
-start to exit, so imports and loading weigh on both sides. Prints every stage's seconds from
-``results.json`` (``start`` is what precedes the job: interpreter, imports, Hydra), the ratio
-merge / forward as a median over repeats, and each job's peak memory; ``--clips`` runs the
-merge at other calibration sizes for the memory comparison.
+``run.py`` job merges them with its defaults (fnn_attn, 32 calibration clips of at most 4 s
+from the built-in synthetic set, a fresh cache, W&B offline; ``eval=none``, the merge alone)
+and a plain process loads both encoders and runs them over the same clips. Both are timed
+from process start to exit, so imports and loading weigh on both sides. Prints every stage's
+seconds from ``results.json`` (``start`` is what precedes the job: interpreter, imports,
+Hydra), the ratio merge / forward as a median over repeats, and each job's peak memory;
+``--memory-clips`` runs the merge at other calibration sizes for the memory comparison.
 """
 
 from __future__ import annotations
