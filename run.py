@@ -13,6 +13,7 @@ import os
 import resource
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -27,6 +28,13 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
+from checks import (
+    check_added_keys,
+    check_cache_dir,
+    check_calibration_dirs,
+    check_heatmaps,
+    check_values,
+)
 from merging.analysis import plot_alignment
 from merging.audio import calibration_clips, list_audio
 from merging.calibrate import PointStats, cached_calibrate
@@ -39,13 +47,22 @@ from merging.match import Matcher, Scope
 from merging.merge import MergeResult, export, merge
 from merging.plugins import build
 from merging.runtime import keep_freed_memory
+from report.jobdir import (
+    JobDirBusy,
+    clear_rejection,
+    hold,
+    outputs_digest,
+    record_rejection,
+)
 from report.record import Evaluation, JobRecord
-from report.results import checkpoint_stamp, code_stamp, finished
+from report.results import checkpoint_stamp, code_stamp, finished, targets
 from report.tracking import log_job
 
 log = logging.getLogger("run")
 ROOT = Path(__file__).resolve().parent
 PARENT_ALPHA = {"a": 1.0, "b": 0.0}  # torch.lerp returns the end points exactly
+DEFAULT_HEATMAPS = ("conv.0", "ffn.0", "attn_vo.0")  # heatmaps=null: those the encoders have
+OUTPUTS = ("merged", "permutations.safetensors")  # what resume checks is still in the job dir
 
 
 def _repo_path(path: str) -> str:
@@ -141,6 +158,15 @@ def gather_inputs(cfg: DictConfig) -> Inputs:
     if cal.size > 0:  # calibration.size=0: no pass over audio, no folders to find
         dirs = [str(d) for d in cal.dirs]
         dirs += [str(build(s, "calibration.sources")) for s in cal.get("sources") or []]
+        check_calibration_dirs(dirs)
+        if bool(dirs) == bool(cal.get("synthetic")):
+            raise ValueError(
+                "calibration=synthetic generates its clips: it takes no calibration.dirs"
+                if dirs
+                else "calibration.dirs is empty: name folders of speech and music audio "
+                "(calibration.dirs=[/data/speech,/data/music]), or choose calibration=synthetic "
+                "(generated tones) or calibration=demo (the demo set)"
+            )
     suite = None
     if cfg.eval.get("suite") is not None and cfg.eval.get("backend") != "s3prl":
         from eval.evaluate import build_suite, check_suite  # merging never depends on eval
@@ -192,9 +218,23 @@ def calibrate_pair(
         "skipped": len(skipped),
         "skipped_files": skipped[:10],  # the first few, by name
         "audio_seconds": sum(c.wave.numel() for c in clips) / a.sample_rate,
+        "sources": by_source(clips, inputs.calibration_dirs, a.sample_rate),
         "cached": cached,
     }
     return stats, clips
+
+
+def by_source(clips: list, dirs: list[str], rate: int) -> dict[str, dict[str, float]]:
+    """Clips and seconds per calibration folder (``synthetic`` for generated clips)."""
+    roots = [(d, Path(d).expanduser().resolve()) for d in dirs]
+    sources = {d: {"clips": 0, "seconds": 0.0} for d in dirs} or {"synthetic": {}}
+    for clip in clips:
+        path = Path(clip.name).resolve()
+        name = next((d for d, root in roots if path.is_relative_to(root)), "synthetic")
+        entry = sources.setdefault(name, {"clips": 0, "seconds": 0.0})
+        entry["clips"] = entry.get("clips", 0) + 1
+        entry["seconds"] = entry.get("seconds", 0.0) + clip.wave.numel() / rate
+    return sources
 
 
 def align_and_combine(
@@ -238,7 +278,7 @@ def align_and_combine(
                     data=cfg.heatmaps_data,
                 )
             )
-            for g in cfg.heatmaps
+            for g in (DEFAULT_HEATMAPS if cfg.heatmaps is None else cfg.heatmaps)
             if g in result.perms and all(p in stats for p in result.spec[g].points)
         ]
     return result
@@ -247,11 +287,20 @@ def align_and_combine(
 def export_merged(
     cfg: DictConfig, result: MergeResult, a: Encoder, b: Encoder, out: Path, record: JobRecord
 ) -> None:
-    card = {"a": a.source, "b": b.source, "scope": cfg.permute.name, "match": record.match}
+    card = {
+        "a": a.source,
+        "b": b.source,
+        "scope": cfg.permute.name,
+        "match": record.match,
+        "merge": record.merge,
+        "alpha": record.alpha,
+        "calibration": {
+            k: v for k, v in record.calibration.items() if k not in ("skipped_files", "cached")
+        },
+        "code": record.code,
+    }
     with timed(record, "export"):
-        export(
-            result.encoder, out / "merged", {**card, "merge": record.merge, "alpha": record.alpha}
-        )
+        export(result.encoder, out / "merged", card)
     record.merged_dir = str(out / "merged")
 
 
@@ -281,10 +330,11 @@ def evaluate_merged(
     record.evaluation = Evaluation.from_dict(evaluation)
 
 
-def merge_job(cfg: DictConfig, out: Path, inputs: Inputs, record: JobRecord) -> None:
+def merge_job(
+    cfg: DictConfig, out: Path, inputs: Inputs, a: Encoder, b: Encoder, record: JobRecord
+) -> None:
     """conf -> merging -> eval, stage by stage, each filling its part of ``record``."""
     torch.manual_seed(cfg.seed)
-    a, b = load_pair(cfg, record)
     stats, clips = calibrate_pair(cfg, a, b, inputs, record)
     result = align_and_combine(cfg, a, b, stats, clips, inputs, out, record)
     if cfg.save_merged:
@@ -295,6 +345,11 @@ def merge_job(cfg: DictConfig, out: Path, inputs: Inputs, record: JobRecord) -> 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's preemption), recorded like an interrupt."""
+
+
+class JobFailed(Exception):
+    """Raised at the end of a failed job in a sweep: Hydra's launchers run the other jobs,
+    then the sweep exits non-zero."""
 
 
 def _terminated(signum, frame) -> None:
@@ -310,6 +365,27 @@ def on_sigterm(handler):
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:
         return None
+
+
+SWEEP_PID = "MERGE_SWEEP_PID"  # the process that started run.py, inherited by its workers
+
+
+def stop_with_the_sweep(poll: float = 1.0, grace: float = 10.0) -> None:
+    """In a worker process of the sweep (joblib's), end the job as if by SIGTERM once the
+    sweep's process is gone (it records ``interrupted``), then the worker itself, instead of
+    running on as an orphan."""
+    sweep = os.environ.get(SWEEP_PID, "")
+    if os.getppid() != (int(sweep) if sweep.isdigit() else -1):
+        return  # the sweep's process itself, or a job on another node (Slurm)
+
+    def watch() -> None:
+        while os.getppid() == int(sweep):
+            time.sleep(poll)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)  # time to write the record
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-the-sweep", daemon=True).start()
 
 
 def save_record(out: Path, record: JobRecord) -> None:
@@ -328,54 +404,71 @@ def tracking_identity(cfg: DictConfig, hc: DictConfig, out: Path) -> tuple[str, 
     return group, str(name), tags
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    register_resolvers()  # again: launchers that ship this function to workers skip the import
-    keep_freed_memory()
-    hc = HydraConfig.get()
-    out = Path(hc.runtime.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def prepare(
+    cfg: DictConfig, hc: DictConfig, out: Path, record: JobRecord
+) -> tuple[Inputs, Encoder, Encoder] | None:
+    """Everything a job checks before its work: the config's values, the inputs, the job's
+    identity (None: an ok record of it is already there), the encoders and what depends on
+    them. An error here leaves the job dir's record and outputs as they were."""
+    check_values(cfg)
+    check_added_keys(cfg, hc.overrides.task)
+    check_cache_dir(cfg.paths.cache)
+    check_parent(cfg)
+    inputs = gather_inputs(cfg)
+    record.checkpoints = checkpoint_stamp([cfg.pair.a, cfg.pair.b])
+    record.code = code_stamp(plugins=targets(record.config))
+    record.data = inputs.stamp()
+    identity = (record.config, record.checkpoints, record.code, record.data)
+    if cfg.resume and finished(out, *identity):
+        return None
+    a, b = load_pair(cfg, record)
+    spec_groups = {
+        g.name
+        for split in (False, True)
+        for g in a.family.build_spec(a.config, split, a.model.state_dict().keys()).groups
+    }
+    check_heatmaps(cfg, spec_groups)
+    inputs.merger.check(a.config)
+    return inputs, a, b
+
+
+def run_job(cfg: DictConfig, hc: DictConfig, out: Path) -> JobRecord | None:
+    """Check, then claim the dir and do the work; the final record (None: skipped)."""
     try:
-        config, config_error = OmegaConf.to_container(cfg, resolve=True), None
-    except Exception as err:  # noqa: BLE001 - e.g. a missing pair.a: recorded as the job's error
-        config, config_error = OmegaConf.to_container(cfg, resolve=False), err
-    checkpoints = {} if config_error else checkpoint_stamp([cfg.pair.a, cfg.pair.b])
-    code = code_stamp()
-    inputs, data = None, None
-    if config_error is None:
-        try:
-            inputs = gather_inputs(cfg)
-            data = inputs.stamp()
-        except Exception as err:  # noqa: BLE001 - recorded as the job's error below
-            config_error = err
-    if (
-        config_error is None
-        and cfg.get("resume", True)
-        and finished(out, config, checkpoints, code, data)
-    ):
+        config = OmegaConf.to_container(cfg, resolve=True)
+        error = None
+    except Exception as err:  # noqa: BLE001 - e.g. a missing pair.a: the job's error
+        config, error = OmegaConf.to_container(cfg, resolve=False), err
+    record = JobRecord(config=config, experiment_id=cfg.get("experiment_id"))
+    record.parent = cfg.get("parent")
+    t = time.perf_counter()
+    try:
+        if error is not None:
+            raise error
+        prepared = prepare(cfg, hc, out, record)
+    except Exception as err:  # noqa: BLE001 - refused before any work: recorded, nothing lost
+        record.status, record.error = "failed", f"{type(err).__name__}: {err}"
+        record.traceback = traceback.format_exc()
+        record.total_seconds = time.perf_counter() - t
+        where = record_rejection(out, record)
+        log.error("job refused: %s (recorded in %s)", record.error, where)
+        if OmegaConf.select(cfg, "logger.name", default=None) == "wandb":
+            log_job(record, out, cfg.logger, *tracking_identity(cfg, hc, out))
+        return record
+    if prepared is None:
         log.info("skipped %s: its results.json is ok for this config (resume=false reruns)", out)
-        return
-    record = JobRecord(
-        config=config,
-        checkpoints=checkpoints,
-        code=code,
-        data=data,
-        experiment_id=cfg.get("experiment_id"),
-        parent=cfg.get("parent"),
-    )
+        return None
+    inputs, a, b = prepared
     # Claim the dir before touching anything in it: from here on a kill leaves a "running"
     # record of this config, never an earlier job's "ok" beside this job's weights.
     save_record(out, record)
-    t = time.perf_counter()
+    clear_rejection(out)
     previous = on_sigterm(_terminated)  # Slurm preemption: recorded like Ctrl-C
     try:
-        if config_error is not None:
-            raise config_error
-        check_parent(cfg)
-        assert inputs is not None
-        merge_job(cfg, out, inputs, record)
+        merge_job(cfg, out, inputs, a, b, record)
+        record.outputs = outputs_digest(out, OUTPUTS)
         record.status = "ok"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns an interrupt into SystemExit
         record.status = "interrupted"  # never taken for finished: a restart redoes it
         raise
     except Exception as err:  # noqa: BLE001 - recorded with its traceback, reported below
@@ -391,11 +484,31 @@ def main(cfg: DictConfig) -> None:
         log_job(record, out, cfg.logger, *tracking_identity(cfg, hc, out))
     if record.status == "ok":
         log.info("merged %s -> %s", cfg.permute.name, out)
+    else:
+        log.error("job failed: %s (details in %s)", record.error, out / "results.json")
+    return record
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    register_resolvers()  # again: launchers that ship this function to workers skip the import
+    keep_freed_memory()
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    stop_with_the_sweep()
+    try:
+        with hold(out):
+            record = run_job(cfg, hc, out)
+    except JobDirBusy as err:
+        log.error("%s", err)
+        record = JobRecord(status="failed", error=str(err))
+    if record is None or record.status == "ok":
         return
-    log.error("job failed: %s (details in %s)", record.error, out / "results.json")
-    if hc.mode != RunMode.MULTIRUN:  # a sweep records the failure and goes on
-        sys.exit(2)
+    if hc.mode == RunMode.MULTIRUN:  # the launcher runs the other jobs, then the sweep fails
+        raise JobFailed(f"{out}: {record.error}")
+    sys.exit(2)
 
 
 if __name__ == "__main__":
+    os.environ.setdefault(SWEEP_PID, str(os.getpid()))
     main()

@@ -75,6 +75,7 @@ def merge_job(a: Path, b: Path, work: Path, name: str, clips: int, args) -> dict
             "pair=local",
             f"pair.a={a}",
             f"pair.b={b}",
+            "calibration=synthetic",  # the forward process's clips
             f"calibration.size={clips}",
             f"calibration.max_seconds={args.seconds}",
             f"calibration.batch_size={args.batch_size}",

@@ -15,9 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from demo.compare import ROOT, random_init
 from eval.evaluate import build_suite
-from eval.features import EncoderUpstream, fingerprint_model, pooled_features
+from eval.features import EncoderUpstream, pooled_features
 from eval.probe import fit_kfold, fit_probe
 from merging.forward import prepare_input
+from merging.identity import model_digest
 from merging.load import Encoder, load_encoder
 
 
@@ -29,7 +30,7 @@ class ConvStackUpstream(EncoderUpstream):
     name: str = "conv stack"
 
     def fingerprint(self) -> str:
-        return "conv-stack-" + fingerprint_model(self.encoder.model)
+        return "conv-stack-" + model_digest(self.encoder.model)
 
     @torch.no_grad()
     def layers(self, wave, lengths):

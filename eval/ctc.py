@@ -62,7 +62,9 @@ def frame_features(
     if cache_dir is not None:
         key = dataset_key(upstream, examples, max_seconds)
         path = Path(cache_dir) / "features" / f"{key}-frames.pt"
-        raw = read_cache(path, lambda p: torch.load(p, weights_only=True))
+        raw = read_cache(
+            path, lambda p: torch.load(p, weights_only=True), ("frames", "index", "skipped")
+        )
         if raw is not None:
             kept = [examples[i] for i in raw["index"]]
             return FrameFeatures(

@@ -22,9 +22,9 @@ from transformers.audio_utils import mel_filter_bank
 
 from eval.data import Example
 from merging.audio import read_audio
-from merging.calibrate import fingerprint_model
-from merging.files import read_cache, source_digest, write_atomically
+from merging.files import read_cache, write_atomically
 from merging.forward import conv_output_lengths, encode, frame_mask, min_samples, pad_batch
+from merging.identity import model_digest, source_digest
 from merging.load import Encoder
 
 FEATURES_VERSION = 1
@@ -60,7 +60,7 @@ class EncoderUpstream:
         return min_samples(self.encoder.config)
 
     def fingerprint(self) -> str:
-        return fingerprint_model(self.encoder.model) + f"-{self.encoder.normalize}"
+        return model_digest(self.encoder.model) + f"-{self.encoder.normalize}"
 
     def layers(self, wave, lengths):
         out = encode(self.encoder, wave, lengths, output_hidden_states=True)
@@ -213,7 +213,7 @@ def dataset_key(upstream: Upstream, examples: Sequence[Example], max_seconds: fl
     blob = json.dumps(
         [
             FEATURES_VERSION,
-            source_digest("eval.features", "merging.forward", "merging.audio"),
+            source_digest("eval.features"),
             upstream.fingerprint(),
             upstream.sample_rate,
             max_seconds,
@@ -267,7 +267,9 @@ def pooled_features(
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / "features" / f"{dataset_key(upstream, examples, max_seconds)}.pt"
-        raw = read_cache(path, lambda p: torch.load(p, weights_only=True))
+        raw = read_cache(
+            path, lambda p: torch.load(p, weights_only=True), ("features", "index", "skipped")
+        )
         if raw is not None:
             return PooledFeatures(
                 raw["features"],

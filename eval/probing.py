@@ -22,9 +22,11 @@ from eval.data import Example
 from eval.features import Upstream, dataset_key, pooled_features
 from eval.probe import fit_kfold, fit_probes
 from eval.tasks import Task
-from merging.files import read_cache, source_digest, write_atomically
+from merging.files import read_cache, write_atomically
+from merging.identity import source_digest
 
 PROBES_VERSION = 3  # bump when probing changes what a cached result would be
+PROBE_FIELDS = ("metric", "clips", "skipped", "test", "value")  # in every stored result
 
 
 def clip_ids(rows: list[Example]) -> dict[str, str]:
@@ -70,7 +72,7 @@ def probe_task(
             json.dumps(
                 [
                     PROBES_VERSION,
-                    source_digest("eval.probe", "eval.ctc", "eval.probing"),
+                    source_digest("eval.probing"),
                     dataset_key(upstream, rows, task.max_seconds),
                     [(e.path, e.label, e.split) for e in rows],  # relabelled or re-split: rerun
                     task.kind,
@@ -80,7 +82,7 @@ def probe_task(
             digest_size=16,
         ).hexdigest()
         path = Path(cache_dir) / "probes" / f"{key}.json"
-        cached = read_cache(path, lambda p: json.loads(p.read_text()))
+        cached = read_cache(path, lambda p: json.loads(p.read_text()), PROBE_FIELDS)
         if cached is not None:  # the features were not needed: no word about them
             for stale in ("features_cached", "feature_seconds"):
                 cached.pop(stale, None)
@@ -94,11 +96,14 @@ def probe_task(
     }
     extract = frame_features if task.kind == "ctc" else pooled_features
     feats = extract(upstream, rows, cache_dir, task.max_seconds, cfg.batch_size, progress)
+    if task.kind != "ctc":
+        check_classes(task, rows, feats.examples, feats.skipped)
     ids = clip_ids(rows)
     out: dict[str, Any] = {
         "metric": task.metric,
         "clips": len(feats.examples),
         "skipped": len(feats.skipped),
+        "skipped_files": feats.skipped[:10],  # the first few, by name
         "feature_seconds": feats.seconds,
         "features_cached": feats.cached,
     }
@@ -151,6 +156,23 @@ def probe_task(
     if path is not None:
         write_atomically(path, lambda tmp: tmp.write_text(json.dumps(out)))
     return {**out, "probe_cached": False}
+
+
+def check_classes(
+    task: Task, rows: list[Example], usable: list[Example], skipped: list[str]
+) -> None:
+    """A class whose every file was skipped would vanish from the task unnoticed (and its
+    clips with it): an error naming the class and some of its files."""
+    kept = {e.label for e in usable}
+    lost = sorted({e.label for e in rows} - kept)
+    if lost:
+        files = [e.path for e in rows if e.label == lost[0]][:3]
+        raise ValueError(
+            f"task {task.name!r}: no usable file in class {lost[0]!r}"
+            + (f" (nor in {lost[1:]})" if len(lost) > 1 else "")
+            + f"; every one is unreadable, empty, silent or too short (e.g. {files}; "
+            f"{len(skipped)} skipped in all)"
+        )
 
 
 def mean_lists(lists: list[list[float]]) -> list[float]:

@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 from transformers import HubertConfig
 
 from merging.audio import Clip
-from merging.files import read_cache, source_digest, write_atomically
+from merging.files import read_cache, write_atomically
 from merging.forward import conv_output_lengths, encode, frame_mask, pad_batch
+from merging.identity import model_digest, modules_of, source_digest
 from merging.load import Encoder
 
 STATS_VERSION = 1
@@ -304,20 +305,19 @@ def stream(
         _accumulate_batch(a, b, points, [c.wave for c in batch], fold, steps)
 
 
-def fingerprint_model(model: torch.nn.Module) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for key, t in sorted(model.state_dict().items()):
-        h.update(key.encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def fingerprint_clips(clips: Sequence[Clip]) -> str:
     h = hashlib.blake2b(digest_size=16)
     for c in clips:
         h.update(c.wave.contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def family_modules(*encoders: Encoder) -> tuple[str, ...]:
+    """The modules of the encoders' family adapters (found at run time, not imported here),
+    which decide the calibration points and how each is read."""
+    return modules_of(
+        *(f for e in encoders for f in (e.family.points, e.family.spec, e.family.remap) if f)
+    )
 
 
 def cached_calibrate(
@@ -339,9 +339,9 @@ def cached_calibrate(
         json.dumps(
             {
                 "version": STATS_VERSION,
-                "code": source_digest("merging.calibrate", "merging.forward"),
-                "a": fingerprint_model(a.model),
-                "b": fingerprint_model(b.model),
+                "code": source_digest("merging.calibrate", *family_modules(a, b)),
+                "a": model_digest(a.model),
+                "b": model_digest(b.model),
                 "clips": fingerprint_clips(clips),
                 "rate": a.sample_rate,
                 "normalize": [a.normalize, b.normalize],
@@ -352,12 +352,14 @@ def cached_calibrate(
         digest_size=16,
     ).hexdigest()
     path = Path(cache_dir) / "calibration" / f"{key}.pt"
+    points = [p.name for p in a.family.points(a.config)]
     cached = read_cache(
         path,
         lambda p: {
             k: PointStats(**v)
             for k, v in torch.load(p, map_location="cpu", weights_only=True).items()
         },
+        points,
     )
     if cached is not None:
         return cached, True

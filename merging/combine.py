@@ -36,6 +36,10 @@ class Merger:
         """The method's name and settings, as results.json and the table show them."""
         return {"method": self.name, **vars(self)}
 
+    def check(self, config: Any) -> None:
+        """Raise if the settings do not fit encoders of this ``config``: run before
+        calibration, so that a mistake costs no pass over the audio."""
+
 
 @dataclass(frozen=True)
 class Linear(Merger):
@@ -72,6 +76,14 @@ class Linear(Merger):
                 raise ValueError(
                     f"merge.alpha must be a number in [0, 1] (the weight of A), got {a!r}"
                 )
+
+    def check(self, config: Any) -> None:
+        schedule = self.alpha.get("layers") if isinstance(self.alpha, Mapping) else None
+        if isinstance(schedule, Sequence) and len(schedule) != config.num_hidden_layers:
+            raise ValueError(
+                f"merge.alpha.layers has {len(schedule)} weights for "
+                f"{config.num_hidden_layers} layers: one per transformer layer"
+            )
 
     def weight(self, key: str, layers: int) -> float:
         """A's weight for one parameter."""

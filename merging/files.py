@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import glob
-import hashlib
-import importlib.util
 import logging
 import os
 import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("merging.cache")
 HOST = socket.gethostname()
-
-
-@functools.cache
-def source_digest(*modules: str) -> str:
-    """A digest of the named modules' source files: part of every cache key and of a job's
-    resume identity, so that a change to the code computing a value recomputes it instead of
-    serving the old one."""
-    digest = hashlib.blake2b(digest_size=8)
-    for name in modules:
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            raise ModuleNotFoundError(f"no source for module {name!r}")
-        digest.update(name.encode() + b"\0" + Path(spec.origin).read_bytes())
-    return digest.hexdigest()
 
 
 def _sibling(path: Path, kind: str) -> Path:
@@ -92,15 +75,25 @@ def replace_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def read_cache(path: str | Path, load: Callable[[Path], T]) -> T | None:
-    """``load(path)`` if the cache entry is there and readable; a damaged entry (truncated,
-    not the expected format) is named in a warning, removed and reported as missing, so
-    that it is recomputed instead of failing every job that uses it."""
+def read_cache(
+    path: str | Path, load: Callable[[Path], T], fields: Collection[str] = ()
+) -> T | None:
+    """``load(path)`` if the cache entry is there and readable and (a mapping) holds every one
+    of ``fields``; a damaged entry (truncated, not the expected format, parts missing) is named
+    in a warning, removed and reported as missing, so that it is recomputed instead of failing
+    every job that uses it."""
     path = Path(path)
     if not path.is_file():
         return None
     try:
-        return load(path)
+        value = load(path)
+        if fields:
+            if not isinstance(value, Mapping):
+                raise ValueError(f"a {type(value).__name__}, not a mapping")
+            missing = sorted(set(fields) - set(value))
+            if missing:
+                raise ValueError(f"lacks {', '.join(missing)}")
+        return value
     except Exception as err:  # noqa: BLE001 - whatever the loader raises, the entry is bad
         log.warning(
             "damaged cache entry %s (%s: %s): removed, recomputing", path, type(err).__name__, err

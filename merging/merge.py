@@ -14,6 +14,7 @@ from transformers import Wav2Vec2FeatureExtractor
 
 from merging.analysis import alignment_table
 from merging.calibrate import PointStats
+from merging.card import model_card
 from merging.combine import Linear, Merger
 from merging.files import replace_dir
 from merging.load import Encoder, check_mergeable
@@ -107,3 +108,5 @@ def _export(encoder: Encoder, directory: Path, card: Mapping | None) -> None:
     ).save_pretrained(directory)
     if card is not None:
         (directory / "merge.json").write_text(json.dumps(card, indent=2, default=str))
+        model_class = type(encoder.model).__name__
+        (directory / "README.md").write_text(model_card(card, model_class))

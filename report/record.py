@@ -86,6 +86,7 @@ class JobRecord:
     permutations: str | None = None
     plots: list[str] = field(default_factory=list)
     merged_dir: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)  # what the job left: content digests
     evaluation: Evaluation | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     total_seconds: float | None = None

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from merging.identity import digest_files, source_closure, target_modules
+
 # Config fields that change neither what a job computes nor what it leaves in its dir.
 VOLATILE = ("progress", "paths", "logger", "resume", "report")
 
@@ -57,18 +59,43 @@ def checkpoint_stamp(sources: Iterable[str]) -> dict[str, str]:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ("run.py", "merging/*.py", "eval/*.py", "eval/data/*")  # what a job's results come from
+# What a job's results come from: every file below these folders (code, data tables, recipe
+# configs), at any depth, and these files; plus the plugins a config names (``code_stamp``).
+CODE_TREES = ("merging", "eval")
+CODE_FILES = ("run.py", "report/record.py", "report/results.py")
 
 
-def code_stamp(root: Path = ROOT) -> str:
-    """A digest of the code a job's results come from: after an update that changes how jobs
-    are merged or scored, a restarted sweep reruns them (their caches decide what is reused)."""
-    digest = hashlib.blake2b(digest_size=8)
-    for pattern in CODE:
-        for f in sorted(root.glob(pattern)):
-            if f.is_file():
-                digest.update(f"{f.relative_to(root)}\0".encode() + f.read_bytes())
-    return digest.hexdigest()
+def targets(config: Any) -> list[str]:
+    """Every ``_target_`` in a (resolved) config, wherever it is nested."""
+    if isinstance(config, Mapping):
+        own = [str(config["_target_"])] if "_target_" in config else []
+        return own + [t for v in config.values() for t in targets(v)]
+    if isinstance(config, list | tuple):
+        return [t for v in config for t in targets(v)]
+    return []
+
+
+def code_files(root: Path = ROOT, plugins: Iterable[str] = ()) -> list[tuple[str, Path]]:
+    """(name, file) of the code a job's results come from: ``CODE_TREES`` and ``CODE_FILES``
+    under ``root``, and the source closure of each plugin (``_target_``) module outside them."""
+    files = {}
+    for tree in CODE_TREES:
+        for f in sorted((root / tree).rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                files[str(f.relative_to(root))] = f
+    for name in CODE_FILES:
+        if (root / name).is_file():
+            files[name] = root / name
+    for module, f in source_closure(*target_modules(plugins)):
+        files.setdefault(str(f.relative_to(root)) if f.is_relative_to(root) else module, f)
+    return sorted(files.items())
+
+
+def code_stamp(root: Path = ROOT, plugins: Iterable[str] = ()) -> str:
+    """A digest of the code a job's results come from (``code_files``): after an update that
+    changes how jobs are merged or scored, a restarted sweep reruns them (their caches decide
+    what is reused)."""
+    return digest_files(code_files(root, plugins))
 
 
 def finished(
@@ -80,7 +107,8 @@ def finished(
 ) -> bool:
     """Whether ``out/results.json`` is a successful run of this same config (and, given
     ``checkpoint_stamp``'s and ``code_stamp``'s answers, of the same checkpoint files and
-    the same code; and given ``data``, the job's inputs' stamp)."""
+    the same code; and given ``data``, the job's inputs' stamp), whose outputs (``merged/``,
+    the permutations) are still there as it left them."""
     try:
         previous = json.loads((Path(out) / "results.json").read_text())
     except (OSError, ValueError):
@@ -93,4 +121,8 @@ def finished(
         return False
     if data is not None and previous.get("data") != data:
         return False
-    return comparable(previous.get("config") or {}) == comparable(config)
+    if comparable(previous.get("config") or {}) != comparable(config):
+        return False
+    from report.jobdir import outputs_intact  # late: jobdir reads records, which import this
+
+    return outputs_intact(Path(out), previous.get("outputs") or {})

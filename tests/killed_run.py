@@ -3,7 +3,8 @@
     python tests/killed_run.py MODULE:NAME:N:WHEN[:PATH_PART] run.py-args...
 
 kills the job at the N-th call of ``MODULE.NAME`` (only calls whose first argument contains
-PATH_PART, if given), ``before`` or ``after`` the call.
+PATH_PART, if given), ``before`` or ``after`` the call. ``KILL_SIGNAL=SIGTERM`` (or SIGINT)
+sends that signal instead, as a scheduler or Ctrl-C would.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def kill_at(point: str) -> None:
     owner = importlib.import_module(module)
     real = getattr(owner, name)
     calls = 0
+    sig = getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL"))
 
     @functools.wraps(real)
     def wrapped(*args, **kwargs):
@@ -31,10 +33,10 @@ def kill_at(point: str) -> None:
         calls += matched
         hit = matched and calls == int(n)
         if hit and when == "before":
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), sig)
         out = real(*args, **kwargs)
         if hit and when == "after":
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), sig)
         return out
 
     setattr(owner, name, wrapped)

@@ -195,7 +195,13 @@ def test_run_scores_a_merge_on_the_demo_suite(built, tmp_path):
     assert set(evaluation["floors"]) == {"ks", "er"}  # the speech tasks, from their labels
     assert set(evaluation["predictions"]) == {"merged", "a", "b", "fbank", "fusion"}
     scores = evaluation["scores"]
-    for domain in ("speech", "music"):  # a random tiny parent may score 0: then an error says so
-        assert isinstance(scores[domain], float) or f"{domain}_error" in scores
-    assert ("avg" in scores) == all(isinstance(scores[d], float) for d in ("speech", "music"))
+    values = {n: m["value"] for n, m in evaluation["tasks"].items()}
+    refs = evaluation["references"]
+    assert scores["music"] == pytest.approx(1000 * values["pitchid"] / refs["b"]["pitchid"])
+    usable = {  # a floor model A does not beat is left out (floor 0)
+        t: f if refs["a"][t] > f else 0.0 for t, f in evaluation["floors"].items()
+    }
+    speech = [(values[t] - f) / (refs["a"][t] - f) for t, f in usable.items()]
+    assert speech and scores["speech"] == pytest.approx(1000 * sum(speech) / len(speech))
+    assert scores["avg"] == pytest.approx((scores["speech"] + scores["music"]) / 2)
     assert results["calibration"]["clips"] == 4

@@ -80,20 +80,6 @@ def test_a_damaged_cache_entry_is_named_removed_and_recomputed(folder, tmp_path,
 # --- a job dir never holds an ok record beside another job's weights ---------------------------
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    from merging.merge import export
-    from tests.helpers import random_encoder, tiny_config
-    from tests.test_audio import write_mixed_folder
-
-    root = tmp_path_factory.mktemp("pair")
-    export(random_encoder(tiny_config(), 0), root / "A")
-    export(random_encoder(tiny_config(), 1), root / "B")
-    write_mixed_folder(root / "calib")
-    make_two_class_folder(root / "task", per_class=12)
-    return root
-
-
 def job(pair, out, alpha, *extra):
     return [
         sys.executable,

@@ -90,6 +90,7 @@ def test_fnn_attn_recovers_a_hidden_permutation_and_none_does_not(world, tmp_pat
         "skipped": 2,
         "skipped_files": [str(world / "calib" / f) for f in ("broken.wav", "silent.wav")],
         "audio_seconds": pytest.approx(3.5),
+        "sources": {str(world / "calib"): {"clips": 3, "seconds": pytest.approx(3.5)}},
         "cached": False,
     }
     assert max_diff(hidden_states(tmp_path / "fnn_attn" / "merged"), ref) < 1e-4

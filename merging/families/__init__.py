@@ -17,7 +17,8 @@ from typing import Any
 from merging.spec import PermSpec, build_spec
 
 # Config fields that decide parameter shapes or the function computed; two encoders can be
-# merged only if all of these agree.
+# merged only if all of these agree. Training-only fields (dropout, masking, layerdrop, CTC)
+# may differ: encoders are merged and probed in eval mode.
 ARCH_FIELDS = (
     "hidden_size",
     "num_hidden_layers",
@@ -34,6 +35,14 @@ ARCH_FIELDS = (
     "num_conv_pos_embeddings",
     "num_conv_pos_embedding_groups",
     "do_stable_layer_norm",
+    "layer_norm_eps",
+    "conv_pos_batch_norm",
+    "add_adapter",
+    "adapter_kernel_size",
+    "adapter_stride",
+    "num_adapter_layers",
+    "output_hidden_size",
+    "adapter_attn_dim",
 )
 
 
