@@ -123,6 +123,7 @@ def log_job(
                 "error": record.error,
                 "experiment_id": record.experiment_id,
                 "parent": record.parent,
+                "calibration": record.calibration,  # clips and seconds per source folder
             }
         )
         return str(Path(run.dir).parent)

@@ -308,6 +308,7 @@ def test_sweep_records_each_job_and_tracks_it_offline(swept):
         if name != "id1":
             assert b"score/music" in data and b"task/task" in data and b"seconds/total" in data
             assert b"interval/music_lo" in data
+            assert b"sources" in data and str(swept[name].parents[1] / "calib").encode() in data
 
 
 def test_a_restarted_sweep_runs_only_the_missing_jobs(world, swept):
