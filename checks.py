@@ -22,6 +22,17 @@ BOOLS = (
 # Nodes that take keys of the user's choosing (``+node.key=value``); a ``_target_`` node's
 # extra keys go to its constructor, which names what it does not know.
 OPEN = ("eval.s3prl.config", "logger", "hydra")
+# Keys the code reads where present, which a config group may leave out.
+OPTIONAL = (
+    "pair.families",
+    "calibration.sources",
+    "calibration.synthetic",
+    "calibration.max_frame_rate",
+    "permute.vo_point",
+    "eval.backend",
+    "eval.floor",
+    "eval.speech_commands_test",
+)
 
 
 class ConfigError(ValueError):
@@ -105,14 +116,15 @@ def check_calibration_dirs(dirs: Sequence[str]) -> None:
 
 def check_added_keys(cfg: DictConfig, overrides: Sequence[str]) -> None:
     """``+node.key=value`` adds a key the job would silently ignore, unless ``node`` takes
-    keys of the user's choosing (``OPEN``, a ``_target_`` node) or ``key`` is a config group."""
+    keys of the user's choosing (``OPEN``, a ``_target_`` node) or the code reads ``key``
+    where it is present (``OPTIONAL``)."""
     for override in overrides:
         if not override.startswith("+"):
             continue
         key = override.lstrip("+").split("=", 1)[0]
         parent, _, name = key.rpartition(".")
-        if not parent or parent.startswith(OPEN):
-            continue  # a top-level key or group: Hydra's own checks
+        if not parent or parent.startswith(OPEN) or key in OPTIONAL:
+            continue  # a top-level key or group (Hydra's own checks), or one read where present
         node = _get(cfg, parent)
         if OmegaConf.is_dict(node) and "_target_" in node:
             continue

@@ -7,6 +7,7 @@ python run.py -m experiment=id1,id5 hydra.sweep.dir=multirun/mine   # started ag
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -370,6 +371,7 @@ def on_sigterm(handler):
 SWEEP_PID = "MERGE_SWEEP_PID"  # the process that started run.py, inherited by its workers
 
 
+@functools.cache  # once per process: a worker runs many jobs
 def stop_with_the_sweep(poll: float = 1.0, grace: float = 10.0) -> None:
     """In a worker process of the sweep (joblib's), end the job as if by SIGTERM once the
     sweep's process is gone (it records ``interrupted``), then the worker itself, instead of
@@ -439,8 +441,9 @@ def run_job(cfg: DictConfig, hc: DictConfig, out: Path) -> JobRecord | None:
         error = None
     except Exception as err:  # noqa: BLE001 - e.g. a missing pair.a: the job's error
         config, error = OmegaConf.to_container(cfg, resolve=False), err
-    record = JobRecord(config=config, experiment_id=cfg.get("experiment_id"))
-    record.parent = cfg.get("parent")
+    record = JobRecord(
+        config=config, experiment_id=cfg.get("experiment_id"), parent=cfg.get("parent")
+    )
     t = time.perf_counter()
     try:
         if error is not None:
