@@ -89,6 +89,9 @@ def check_values(cfg: DictConfig) -> None:
         raise ConfigError(f"permute.vo_point must be v or context, got {vo!r}")
     _integer(cfg, "calibration.batch_size", 1)
     _integer(cfg, "calibration.seed", 0)
+    for key in ("calibration.workers", "eval.workers"):
+        if _get(cfg, key) is not None:
+            _integer(cfg, key, 0)
     _positive(cfg, "calibration.max_seconds")
     _positive(cfg, "calibration.max_frame_rate", optional=True)
     heatmaps = _get(cfg, "heatmaps")

@@ -208,17 +208,19 @@ def calibrate_pair(
         cal.max_seconds,
         cal.seed,
         min_samples(a.config),
+        cal.get("workers"),
     )
     with timed(record, "calibration"):
         stats, cached = cached_calibrate(
-            a, b, clips, cfg.paths.cache, cal.batch_size, cfg.progress, cal.get("max_frame_rate")
-        )
+            a, b, clips, cfg.paths.cache, cal.batch_size, cfg.progress,
+            cal.get("max_frame_rate"), cal.get("workers"),
+        )  # fmt: skip
     record.calibration = {
         "clips": len(clips),
         "requested": cal.size,
         "skipped": len(skipped),
         "skipped_files": skipped[:10],  # the first few, by name
-        "audio_seconds": sum(c.wave.numel() for c in clips) / a.sample_rate,
+        "audio_seconds": sum(c.samples for c in clips) / a.sample_rate,
         "sources": by_source(clips, inputs.calibration_dirs, a.sample_rate),
         "cached": cached,
     }
@@ -234,7 +236,7 @@ def by_source(clips: list, dirs: list[str], rate: int) -> dict[str, dict[str, fl
         name = next((d for d, root in roots if path.is_relative_to(root)), "synthetic")
         entry = sources.setdefault(name, {"clips": 0, "seconds": 0.0})
         entry["clips"] = entry.get("clips", 0) + 1
-        entry["seconds"] = entry.get("seconds", 0.0) + clip.wave.numel() / rate
+        entry["seconds"] = entry.get("seconds", 0.0) + clip.samples / rate
     return sources
 
 

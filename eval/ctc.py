@@ -22,13 +22,12 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from eval.data import Example
-from eval.features import Upstream, dataset_key, length_batches, read_usable
+from eval.features import Upstream, Usable, dataset_key, layer_batches
 from eval.probe import best_on_validation, fit_quietly
 from merging.files import read_cache, write_atomically
-from merging.forward import frame_mask, pad_batch
+from merging.forward import frame_mask
 
 BLANK = "<blank>"
 SPACE = "|"
@@ -55,6 +54,7 @@ def frame_features(
     max_seconds: float = 35.0,
     batch_size: int = 8,
     progress: bool = True,
+    workers: int | None = None,
 ) -> FrameFeatures:
     """Every layer's frames of every readable example, from the cache if present."""
     t0 = time.perf_counter()
@@ -70,15 +70,15 @@ def frame_features(
             return FrameFeatures(
                 raw["frames"], kept, raw["skipped"], time.perf_counter() - t0, True
             )
-    waves, index, skipped = read_usable(upstream, examples, max_seconds)
-    frames: list[torch.Tensor | None] = [None] * len(waves)
-    batches = length_batches(waves, batch_size)
-    for batch in tqdm(batches, desc=f"frame features ({upstream.name})", disable=not progress):
-        layers, valid = upstream.layers(*pad_batch([waves[k] for k in batch]))
+    usable, frames = Usable(), {}
+    for positions, layers, valid in layer_batches(
+        upstream, examples, max_seconds, batch_size, usable, progress, workers, "frame features"
+    ):
         stacked = torch.stack(layers, 1).cpu()  # (batch, layers, frames, dim)
-        for j, k in enumerate(batch):
-            frames[k] = stacked[j, :, : int(valid[j])].half().clone()
-    out = [f for f in frames if f is not None]
+        for j, i in enumerate(positions):
+            frames[i] = stacked[j, :, : int(valid[j])].half().clone()
+    index, skipped = usable.index, usable.skipped
+    out = [frames[i] for i in index]
     if path is not None:
         saved = {"frames": out, "index": index, "skipped": skipped}
         write_atomically(path, lambda tmp: torch.save(saved, tmp))

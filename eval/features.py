@@ -11,8 +11,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -21,11 +21,11 @@ from tqdm.auto import tqdm
 from transformers.audio_utils import mel_filter_bank
 
 from eval.data import Example
-from merging.audio import read_audio
 from merging.files import read_cache, write_atomically
 from merging.forward import conv_output_lengths, encode, frame_mask, min_samples, pad_batch
 from merging.identity import model_digest, source_digest
 from merging.load import Encoder
+from merging.loader import length_batches, plan, stream
 
 FEATURES_VERSION = 1
 
@@ -223,28 +223,49 @@ def dataset_key(upstream: Upstream, examples: Sequence[Example], max_seconds: fl
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
 
-def read_usable(
-    upstream: Upstream, examples: Sequence[Example], max_seconds: float
-) -> tuple[list[torch.Tensor], list[int], list[str]]:
-    """(waves, their indices in ``examples``, skipped paths): unreadable, empty, silent or too
-    short files are skipped and counted, never fatal, unless nothing is left."""
-    waves, index, skipped = [], [], []
-    for i, e in enumerate(examples):
-        w = read_audio(e.path, upstream.sample_rate, max_seconds)
-        if w is None or w.size < upstream.min_samples:
-            skipped.append(e.path)
-        else:
-            waves.append(torch.from_numpy(w))
-            index.append(i)
-    if not waves:
+@dataclass
+class Usable:
+    """What a streamed pass found: the examples it encoded (positions in the given list, in
+    order) and the skipped ones (unreadable, empty, silent or too short) by path."""
+
+    index: list[int] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def layer_batches(
+    upstream: Upstream,
+    examples: Sequence[Example],
+    max_seconds: float,
+    batch_size: int,
+    usable: Usable,
+    progress: bool = True,
+    workers: int | None = None,
+    desc: str = "features",
+) -> Iterator[tuple[list[int], list[torch.Tensor], torch.Tensor]]:
+    """Every layer of ``upstream`` over the examples, a batch of similar lengths at a time:
+    (example positions, per-layer (batch, frames, dim), valid frames per clip). The audio is
+    decoded in worker processes (``merging.loader``); ``usable`` is filled as it goes, and a
+    task left with no usable file is an error."""
+    rate, least = upstream.sample_rate, upstream.min_samples
+    planned = plan([e.path for e in examples], rate, max_seconds, least)
+    paths = [examples[i].path for i in planned.index]
+    batches = length_batches(planned.samples, batch_size)
+    dropped = list(planned.skipped)
+    done: set[int] = set()
+    bar = tqdm(total=len(batches), desc=f"{desc} ({upstream.name})", disable=not progress)
+    for batch in stream(paths, batches, rate, max_seconds, least, workers):
+        bar.update()
+        dropped += [planned.index[k] for k, w in batch if w is None]
+        good = [(k, w) for k, w in batch if w is not None]
+        if good:
+            layers, frames = upstream.layers(*pad_batch([w for _, w in good]))
+            done.update(k for k, _ in good)
+            yield [planned.index[k] for k, _ in good], layers, frames
+    bar.close()
+    usable.index = [planned.index[k] for k in range(len(paths)) if k in done]
+    usable.skipped = [examples[i].path for i in sorted(dropped)]
+    if not usable.index:
         raise ValueError("no usable audio among the task's files")
-    return waves, index, skipped
-
-
-def length_batches(waves: Sequence[torch.Tensor], batch_size: int) -> list[list[int]]:
-    """Indices in batches of similar length, longest first, so padding stays small."""
-    order = sorted(range(len(waves)), key=lambda k: -waves[k].numel())
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()
@@ -255,12 +276,14 @@ def pooled_features(
     max_seconds: float = 10.0,
     batch_size: int = 8,
     progress: bool = True,
+    workers: int | None = None,
 ) -> PooledFeatures:
-    """Per-layer time-pooled features of every readable example, from the cache if present."""
+    """Per-layer time-pooled features of every readable example, from the cache if present;
+    the audio streamed from disk (``workers`` decoding processes, None: one per spare core)."""
     t0 = time.perf_counter()
     if isinstance(upstream, LayerFusion):  # pooling commutes with stacking: reuse the parts
         a, b = (
-            pooled_features(u, examples, cache_dir, max_seconds, batch_size, progress)
+            pooled_features(u, examples, cache_dir, max_seconds, batch_size, progress, workers)
             for u in (upstream.first, upstream.second)
         )
         return fuse(a, b, time.perf_counter() - t0)
@@ -278,17 +301,16 @@ def pooled_features(
                 time.perf_counter() - t0,
                 True,
             )
-    waves, index, skipped = read_usable(upstream, examples, max_seconds)
-    pooled: list[torch.Tensor | None] = [None] * len(waves)
-    batches = length_batches(waves, batch_size)
-    for batch in tqdm(batches, desc=f"features ({upstream.name})", disable=not progress):
-        wave, lengths = pad_batch([waves[k] for k in batch])
-        layers, frames = upstream.layers(wave, lengths)
+    usable, pooled = Usable(), {}
+    for positions, layers, frames in layer_batches(
+        upstream, examples, max_seconds, batch_size, usable, progress, workers
+    ):
         mask = frame_mask(frames.to(layers[0].device), layers[0].shape[1])[:, :, None].float()
         means = torch.stack([(h * mask).sum(1) / mask.sum(1) for h in layers], dim=1).cpu()
-        for j, k in enumerate(batch):
-            pooled[k] = means[j].float()
-    features = torch.stack(pooled)  # type: ignore[arg-type]
+        for j, i in enumerate(positions):
+            pooled[i] = means[j].float()
+    index, skipped = usable.index, usable.skipped
+    features = torch.stack([pooled[i] for i in index])
     if path is not None:
         saved = {"features": features, "index": index, "skipped": skipped}
         write_atomically(path, lambda tmp: torch.save(saved, tmp))

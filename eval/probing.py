@@ -95,7 +95,9 @@ def probe_task(
         "trainer": trainer,
     }
     extract = frame_features if task.kind == "ctc" else pooled_features
-    feats = extract(upstream, rows, cache_dir, task.max_seconds, cfg.batch_size, progress)
+    feats = extract(
+        upstream, rows, cache_dir, task.max_seconds, cfg.batch_size, progress, cfg.get("workers")
+    )
     if task.kind != "ctc":
         check_classes(task, rows, feats.examples, feats.skipped)
     ids = clip_ids(rows)

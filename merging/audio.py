@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +16,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 import torch
+
+from merging.runtime import default_workers
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"}
 
@@ -25,10 +30,28 @@ class AudioError(RuntimeError):
 
 @dataclass(frozen=True)
 class Clip:
-    """A mono waveform at the encoders' rate, and where it came from."""
+    """A mono waveform at the encoders' rate: held in memory (generated clips), or the file
+    ``name`` decoded when it is used, so that a calibration set of any size costs only its
+    list of files until a batch of it runs."""
 
     name: str
-    wave: torch.Tensor
+    held: torch.Tensor | None = None
+    samples: int = 0  # its length once decoded (from ``held`` when held)
+    rate: int = 16000
+    max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.held is not None:
+            object.__setattr__(self, "samples", int(self.held.numel()))
+
+    @property
+    def wave(self) -> torch.Tensor:
+        if self.held is not None:
+            return self.held
+        wave = read_audio(self.name, self.rate, self.max_seconds)
+        if wave is None:
+            raise AudioError(f"calibration file {self.name} is no longer readable audio")
+        return torch.from_numpy(wave)
 
 
 def list_audio(directory: str | Path) -> list[Path]:
@@ -73,6 +96,30 @@ def synthetic_clips(n: int, rate: int, seconds: float, seed: int) -> list[Clip]:
     return clips
 
 
+def usable_samples(path: str, rate: int, max_seconds: float | None, least: int) -> int:
+    """The decoded length of a usable file, 0 for one that is unreadable, empty, silent or
+    shorter than ``least`` samples."""
+    wave = read_audio(path, rate, max_seconds)
+    return 0 if wave is None or wave.size < least else int(wave.size)
+
+
+class _Scan:
+    """Which files of a folder are usable, decoded a chunk at a time in worker processes (the
+    waves are dropped: only their lengths are kept)."""
+
+    def __init__(self, files: list[Path], check: Callable[[str], int], pool, chunk: int = 64):
+        self.files, self.check, self.pool, self.chunk = files, check, pool, chunk
+        self.samples: list[int] = []
+
+    def __call__(self, j: int) -> int:
+        while j >= len(self.samples):
+            part = [str(f) for f in self.files[len(self.samples) : len(self.samples) + self.chunk]]
+            self.samples += list(
+                self.pool.map(self.check, part) if self.pool else map(self.check, part)
+            )
+        return self.samples[j]
+
+
 def calibration_clips(
     dirs: Sequence[str | Path],
     size: int,
@@ -80,12 +127,14 @@ def calibration_clips(
     max_seconds: float,
     seed: int,
     min_samples: int = 400,
+    workers: int | None = None,
 ) -> tuple[list[Clip], list[str]]:
     """Pick ``size`` clips, balanced across ``dirs`` (round-robin after a seeded shuffle).
 
     Returns the clips and the files skipped as unreadable, empty, silent or too short. With
     no ``dirs`` a synthetic set is generated. Fewer usable files than ``size`` is a warning
-    with both numbers, not an error.
+    with both numbers, not an error. Files are checked by decoding them in ``workers``
+    processes (None: one per spare core); the clips hold no audio until they are used.
     """
     if size <= 0:
         raise AudioError(f"calibration.size must be positive, got {size}")
@@ -98,20 +147,24 @@ def calibration_clips(
             raise AudioError(f"calibration folder {str(d)!r} holds no audio files")
         random.Random(seed).shuffle(files)
         pools.append(files)
-    clips: list[Clip] = []
-    skipped: list[str] = []
-    cursors = [0] * len(pools)
-    while len(clips) < size and any(c < len(p) for c, p in zip(cursors, pools, strict=True)):
-        for i, pool in enumerate(pools):  # one usable clip from each folder in turn
-            while len(clips) < size and cursors[i] < len(pool):
-                path = pool[cursors[i]]
-                cursors[i] += 1
-                wave = read_audio(path, rate, max_seconds)
-                if wave is None or wave.size < min_samples:
-                    skipped.append(str(path))
-                    continue
-                clips.append(Clip(str(path), torch.from_numpy(wave)))
-                break
+    workers = default_workers() if workers is None else workers
+    check = functools.partial(usable_samples, rate=rate, max_seconds=max_seconds, least=min_samples)
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers else None
+        scans = [_Scan(files, check, pool) for files in pools]
+        clips: list[Clip] = []
+        skipped: list[str] = []
+        cursors = [0] * len(pools)
+        while len(clips) < size and any(c < len(p) for c, p in zip(cursors, pools, strict=True)):
+            for i, files in enumerate(pools):  # one usable clip from each folder in turn
+                while len(clips) < size and cursors[i] < len(files):
+                    path, samples = files[cursors[i]], scans[i](cursors[i])
+                    cursors[i] += 1
+                    if not samples:
+                        skipped.append(str(path))
+                        continue
+                    clips.append(Clip(str(path), None, samples, rate, max_seconds))
+                    break
     if not clips:
         raise AudioError(f"no usable audio in {', '.join(map(str, dirs))}")
     if len(clips) < size:

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from merging.files import read_cache, write_atomically
 from merging.forward import conv_output_lengths, encode, frame_mask, pad_batch
 from merging.identity import model_digest, modules_of, source_digest
 from merging.load import Encoder
+from merging.loader import clip_batches
 
 STATS_VERSION = 1
 
@@ -268,6 +270,7 @@ def calibrate(
     batch_size: int = 8,
     progress: bool = True,
     max_frame_rate: float | None = None,
+    workers: int | None = None,
 ) -> dict[str, PointStats]:
     """One pass of both encoders over the clips; statistics for every merge point."""
     moments: dict[str, CrossMoments] = {}
@@ -277,7 +280,8 @@ def calibrate(
             moments[name] = CrossMoments(xa.shape[-1], xb.shape[-1], xa.device)
         moments[name].update(xa, xb, lengths, consume=True)
 
-    stream(a, b, a.family.points(a.config), clips, cross, batch_size, progress, max_frame_rate)
+    points = a.family.points(a.config)
+    stream(a, b, points, clips, cross, batch_size, progress, max_frame_rate, workers=workers)
     return {name: m.finalize() for name, m in moments.items()}
 
 
@@ -291,24 +295,37 @@ def stream(
     progress: bool = True,
     max_frame_rate: float | None = None,
     desc: str = "calibrating",
+    workers: int | None = None,
 ) -> None:
     """One pass of both encoders over the clips in batches of similar length, handing every
-    point's activations to ``fold`` (padded frames included: ``fold`` gets the valid counts)."""
+    point's activations to ``fold`` (padded frames included: ``fold`` gets the valid counts).
+    Files are decoded a batch at a time by ``workers`` processes (None: one per spare core)."""
     if batch_size < 1:
         raise ValueError(f"calibration batch size must be >= 1, got {batch_size}")
     steps = frame_steps(a.config, a.sample_rate, max_frame_rate)
-    order = sorted(clips, key=lambda c: -c.wave.numel())  # similar lengths share a batch
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    seconds = sum(c.wave.numel() for c in clips) / a.sample_rate
-    bar = tqdm(batches, desc=f"{desc} on {seconds:.0f} s", unit="batch", disable=not progress)
-    for batch in bar:
-        _accumulate_batch(a, b, points, [c.wave for c in batch], fold, steps)
+    seconds = sum(c.samples for c in clips) / a.sample_rate
+    bar = tqdm(
+        total=-(-len(clips) // batch_size),
+        desc=f"{desc} on {seconds:.0f} s",
+        unit="batch",
+        disable=not progress,
+    )
+    for waves in clip_batches(clips, batch_size, workers):  # similar lengths share a batch
+        _accumulate_batch(a, b, points, waves, fold, steps)
+        bar.update()
+    bar.close()
 
 
 def fingerprint_clips(clips: Sequence[Clip]) -> str:
+    """The clips' audio: a held clip by its samples, a file by its path, size, mtime and
+    decoded length (as the features' keys see files), without decoding it again."""
     h = hashlib.blake2b(digest_size=16)
     for c in clips:
-        h.update(c.wave.contiguous().numpy().tobytes())
+        if c.held is not None:
+            h.update(c.held.contiguous().numpy().tobytes())
+        else:
+            st = os.stat(c.name)
+            h.update(f"{c.name}\0{st.st_size}\0{st.st_mtime_ns}\0{c.samples}\n".encode())
     return h.hexdigest()
 
 
@@ -328,13 +345,14 @@ def cached_calibrate(
     batch_size: int = 8,
     progress: bool = True,
     max_frame_rate: float | None = None,
+    workers: int | None = None,
 ) -> tuple[dict[str, PointStats], bool]:
     """:func:`calibrate`, reusing a cached result for identical weights, clips and settings.
 
     Returns the statistics and whether they came from the cache.
     """
     if cache_dir is None:
-        return calibrate(a, b, clips, batch_size, progress, max_frame_rate), False
+        return calibrate(a, b, clips, batch_size, progress, max_frame_rate, workers), False
     key = hashlib.blake2b(
         json.dumps(
             {
@@ -363,6 +381,6 @@ def cached_calibrate(
     )
     if cached is not None:
         return cached, True
-    stats = calibrate(a, b, clips, batch_size, progress, max_frame_rate)
+    stats = calibrate(a, b, clips, batch_size, progress, max_frame_rate, workers)
     write_atomically(path, lambda tmp: torch.save({k: v.to_dict() for k, v in stats.items()}, tmp))
     return stats, False

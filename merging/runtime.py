@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -26,3 +27,8 @@ def keep_freed_memory(limit: int = 1 << 32) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     value = min(limit, 2**31 - 1)
     return bool(mallopt(_M_MMAP_THRESHOLD, value)) and bool(mallopt(_M_TRIM_THRESHOLD, value))
+
+
+def default_workers() -> int:
+    """Audio decoding processes beside the main one: one per spare core, at most 8."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))

@@ -117,3 +117,32 @@ def test_moments_stay_on_the_activations_device_and_come_back_to_the_cpu():
     cpu.update(torch.randn(2, 7, 5), torch.randn(2, 7, 3), [7, 4])
     stats = cpu.finalize()
     assert all(t.device.type == "cpu" for t in (stats.corr, stats.mean_a, stats.std_b))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_statistics_from_streamed_files_equal_those_of_clips_held_in_memory(tmp_path, workers):
+    """Calibration reads its files a batch at a time (in worker processes): the same clips,
+    the same batches, bit-identical statistics as decoding every clip first."""
+    import dataclasses
+
+    import soundfile as sf
+
+    from merging.audio import calibration_clips
+
+    rng = np.random.default_rng(0)
+    for i in range(9):  # varied lengths and rates, and a silent file that is skipped
+        rate = (16000, 22050, 8000)[i % 3]
+        wave = 0.3 * rng.standard_normal(int(rate * (0.3 + 0.1 * i))).astype(np.float32)
+        sf.write(tmp_path / f"c{i}.wav", wave if i != 4 else 0 * wave, rate)
+    a, b = random_encoder(tiny_config(), 0), random_encoder(tiny_config(), 1)
+    files, skipped = calibration_clips([tmp_path], 6, 16000, 0.8, 0, workers=workers)
+    assert skipped == [str(tmp_path / "c4.wav")] and len(files) == 6
+    assert all(c.held is None for c in files)
+    held = [dataclasses.replace(c, held=c.wave) for c in files]  # decoded up front
+    assert [c.samples for c in held] == [c.samples for c in files]
+    streamed = calibrate(a, b, files, batch_size=4, progress=False, workers=workers)
+    in_memory = calibrate(a, b, held, batch_size=4, progress=False)
+    for name, stats in in_memory.items():
+        for field in dataclasses.fields(stats):
+            got, want = getattr(streamed[name], field.name), getattr(stats, field.name)
+            assert torch.equal(got, want) if torch.is_tensor(want) else got == want
