@@ -253,14 +253,15 @@ def layer_batches(
     dropped = list(planned.skipped)
     done: set[int] = set()
     bar = tqdm(total=len(batches), desc=f"{desc} ({upstream.name})", disable=not progress)
-    for batch in stream(paths, batches, rate, max_seconds, least, workers):
-        bar.update()
-        dropped += [planned.index[k] for k, w in batch if w is None]
-        good = [(k, w) for k, w in batch if w is not None]
-        if good:
-            layers, frames = upstream.layers(*pad_batch([w for _, w in good]))
-            done.update(k for k, _ in good)
-            yield [planned.index[k] for k, _ in good], layers, frames
+    with stream(paths, batches, rate, max_seconds, least, workers).guard() as loaded:
+        for batch in loaded:
+            bar.update()
+            dropped += [planned.index[k] for k, w in batch if w is None]
+            good = [(k, w) for k, w in batch if w is not None]
+            if good:
+                layers, frames = upstream.layers(*pad_batch([w for _, w in good]))
+                done.update(k for k, _ in good)
+                yield [planned.index[k] for k, _ in good], layers, frames
     bar.close()
     usable.index = [planned.index[k] for k in range(len(paths)) if k in done]
     usable.skipped = [examples[i].path for i in sorted(dropped)]

@@ -310,9 +310,10 @@ def stream(
         unit="batch",
         disable=not progress,
     )
-    for waves in clip_batches(clips, batch_size, workers):  # similar lengths share a batch
-        _accumulate_batch(a, b, points, waves, fold, steps)
-        bar.update()
+    with clip_batches(clips, batch_size, workers).guard() as loaded:
+        for waves in loaded:  # similar lengths share a batch
+            _accumulate_batch(a, b, points, waves, fold, steps)
+            bar.update()
     bar.close()
 
 

@@ -10,6 +10,7 @@ turns out silent or undecodable is dropped from its batch and reported, never fa
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from merging.audio import Clip, read_audio
+from merging.audio import AudioError, Clip, read_audio
 from merging.runtime import default_workers
 
 
@@ -88,6 +89,46 @@ def _as_list(items: list) -> list:
     return items
 
 
+class Stream:
+    """Batches from a ``DataLoader`` over worker processes. Iterate it inside ``guard()``: a
+    file that kills its decoding process (a crash inside the decoder library; torch reports
+    it wherever the main process is at that moment) then ends the pass with an error naming
+    the files in flight."""
+
+    def __init__(self, dataset: Dataset, batches: list[list[int]], names: list[str], workers):
+        self.batches, self.names, self.workers, self.done = batches, names, workers, 0
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=workers,
+            collate_fn=_as_list,
+            prefetch_factor=2 if workers else None,
+        )
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list]:
+        for batch in self.loader:
+            yield batch
+            self.done += 1
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[Stream]:
+        try:
+            yield self
+        except RuntimeError as err:
+            if "DataLoader worker" not in str(err):
+                raise
+            ahead = self.batches[self.done : self.done + 2 * self.workers + 1]
+            flight = [self.names[k] for b in ahead for k in b]
+            raise AudioError(
+                f"a process decoding audio died ({err}); the file that killed it is one of "
+                f"{flight[:24]}{' ...' if len(flight) > 24 else ''}: move it aside, or find "
+                "it with workers=0"
+            ) from None
+
+
 def stream(
     paths: Sequence[str],
     batches: Sequence[Sequence[int]],
@@ -95,19 +136,13 @@ def stream(
     max_seconds: float | None,
     min_samples: int,
     workers: int | None = None,
-) -> Iterator[list[tuple[int, torch.Tensor | None]]]:
+) -> Stream:
     """Each batch of ``batches`` (positions in ``paths``) as (position, waveform or None: silent,
     undecodable, too short), decoded by ``workers`` processes (None: ``default_workers``) a
     couple of batches ahead."""
     workers = default_workers() if workers is None else workers
-    loader = DataLoader(
-        _Decoded(paths, rate, max_seconds, min_samples),
-        batch_sampler=[list(b) for b in batches],
-        num_workers=workers,
-        collate_fn=_as_list,
-        prefetch_factor=2 if workers else None,
-    )
-    yield from loader
+    dataset = _Decoded(paths, rate, max_seconds, min_samples)
+    return Stream(dataset, [list(b) for b in batches], list(paths), workers)
 
 
 class _Waves(Dataset):
@@ -121,9 +156,7 @@ class _Waves(Dataset):
         return self.clips[k].wave
 
 
-def clip_batches(
-    clips: Sequence[Clip], batch_size: int, workers: int | None = None
-) -> Iterator[list[torch.Tensor]]:
+def clip_batches(clips: Sequence[Clip], batch_size: int, workers: int | None = None) -> Stream:
     """The clips' waveforms in batches of similar length, longest first (a stable sort, so the
     batches are those of sorting the decoded clips), files decoded by ``workers`` processes
     (None: ``default_workers``; clips held in memory need none)."""
@@ -131,11 +164,4 @@ def clip_batches(
     if all(c.held is not None for c in clips):
         workers = 0
     workers = default_workers() if workers is None else workers
-    loader = DataLoader(
-        _Waves(clips),
-        batch_sampler=batches,
-        num_workers=workers,
-        collate_fn=_as_list,
-        prefetch_factor=2 if workers else None,
-    )
-    yield from loader
+    return Stream(_Waves(clips), batches, [c.name for c in clips], workers)

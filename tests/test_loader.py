@@ -109,3 +109,23 @@ def test_extraction_memory_does_not_grow_with_the_number_of_clips(tmp_path):
     small, large = peak(40), peak(160)
     clips_4x = 120 * 32000 * 4  # what 120 more decoded clips would hold: 15 MB
     assert large < 1.2 * small + 2**20, (small, large, clips_4x)
+
+
+def test_a_file_that_kills_its_decoder_is_named(folder, monkeypatch):
+    import os
+
+    from merging import loader
+    from merging.audio import AudioError
+
+    victim = str(next((folder / "hiss").glob("s003*")))
+
+    def crashing(path, rate, max_seconds=None):  # what a crash inside libsndfile does
+        if path == victim:
+            os._exit(11)
+        return read_audio(path, rate, max_seconds)
+
+    monkeypatch.setattr(loader, "read_audio", crashing)  # the forked workers inherit it
+    rows = labelled_folder(folder)
+    with pytest.raises(AudioError, match="a process decoding audio died") as err:
+        pooled_features(LOGMEL, rows, None, 1.0, 2, progress=False, workers=2)
+    assert victim in str(err.value)
