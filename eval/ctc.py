@@ -1,8 +1,9 @@
 """ASR probing in SUPERB's manner: a CTC head on a learned softmax-weighted sum of every layer.
 
-Unlike utterance tasks, CTC needs every frame, so frame features are cached (float16, one file
-per upstream and dataset): about hours x 3600 x frame rate x layers x dim x 2 bytes, i.e.
-~12 GB per hour of audio for a HuBERT-base upstream. ``max_train_hours`` draws a fixed,
+Unlike utterance tasks, CTC needs every frame, so frame features go to an on-disk store
+(``eval.framestore``: float16 shards read per batch; one per upstream and dataset, cached):
+hours x 3600 x frame rate x layers x dim x 2 bytes, i.e. 3.6 GB per hour of audio for a
+HuBERT-base upstream. ``max_train_hours`` draws a fixed,
 seeded subset of the training split for that reason; the full LibriSpeech-100 protocol is what
 ``eval.backend=s3prl`` runs.
 """
@@ -10,6 +11,7 @@ seeded subset of the training split for that reason; the full LibriSpeech-100 pr
 from __future__ import annotations
 
 import random
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,12 +23,13 @@ import soundfile as sf
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from eval.data import Example
 from eval.features import Upstream, Usable, dataset_key, layer_batches
+from eval.framestore import FrameStore, FrameStoreWriter
 from eval.probe import best_on_validation, fit_quietly
-from merging.files import read_cache, write_atomically
+from merging.files import replace_dir
 from merging.forward import frame_mask
 
 BLANK = "<blank>"
@@ -39,7 +42,7 @@ def normalise_text(text: str) -> str:
 
 @dataclass
 class FrameFeatures:
-    frames: list[torch.Tensor]  # per clip (layers, frames, dim), float16
+    frames: Sequence[torch.Tensor]  # per clip (layers, frames, dim), float16: a FrameStore
     examples: list[Example]  # usable examples, aligned with ``frames``
     skipped: list[str]
     seconds: float
@@ -56,34 +59,35 @@ def frame_features(
     progress: bool = True,
     workers: int | None = None,
 ) -> FrameFeatures:
-    """Every layer's frames of every readable example, from the cache if present."""
+    """Every layer's frames of every readable example, in an on-disk store (``eval.framestore``):
+    the cache's, or a temporary one without a cache. Memory holds a batch, never the task."""
     t0 = time.perf_counter()
-    path = None
-    if cache_dir is not None:
+    usable = Usable()
+
+    def build(root: Path) -> None:
+        writer = FrameStoreWriter(root)
+        for positions, layers, valid in layer_batches(
+            upstream, examples, max_seconds, batch_size, usable, progress, workers,
+            "frame features",
+        ):  # fmt: skip
+            stacked = torch.stack(layers, 1)  # (batch, layers, frames, dim)
+            for j, i in enumerate(positions):
+                writer.add(i, stacked[j, :, : int(valid[j])])
+        writer.close(usable.index, index=usable.index, skipped=usable.skipped)
+
+    if cache_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="frames-")
+        build(Path(tmp.name) / "store")
+        store, cached = FrameStore(Path(tmp.name) / "store", keep=tmp), False
+    else:
         key = dataset_key(upstream, examples, max_seconds)
-        path = Path(cache_dir) / "features" / f"{key}-frames.pt"
-        raw = read_cache(
-            path, lambda p: torch.load(p, weights_only=True), ("frames", "index", "skipped")
-        )
-        if raw is not None:
-            kept = [examples[i] for i in raw["index"]]
-            return FrameFeatures(
-                raw["frames"], kept, raw["skipped"], time.perf_counter() - t0, True
-            )
-    usable, frames = Usable(), {}
-    for positions, layers, valid in layer_batches(
-        upstream, examples, max_seconds, batch_size, usable, progress, workers, "frame features"
-    ):
-        stacked = torch.stack(layers, 1).cpu()  # (batch, layers, frames, dim)
-        for j, i in enumerate(positions):
-            frames[i] = stacked[j, :, : int(valid[j])].half().clone()
-    index, skipped = usable.index, usable.skipped
-    out = [frames[i] for i in index]
-    if path is not None:
-        saved = {"frames": out, "index": index, "skipped": skipped}
-        write_atomically(path, lambda tmp: torch.save(saved, tmp))
-    kept = [examples[i] for i in index]
-    return FrameFeatures(out, kept, skipped, time.perf_counter() - t0, False)
+        path = Path(cache_dir) / "features" / f"{key}-frames"
+        store, cached = FrameStore.cached(path), True
+        if store is None:
+            replace_dir(path, build)
+            store, cached = FrameStore(path), False
+    kept = [examples[i] for i in store.meta["index"]]
+    return FrameFeatures(store, kept, store.meta["skipped"], time.perf_counter() - t0, cached)
 
 
 def _duration(path: str) -> float:
@@ -227,6 +231,24 @@ class CTCResult:
     test_words: list[int]  # words in each test utterance's reference
 
 
+def _select(frames: Sequence[torch.Tensor], idx: list[int]) -> Sequence[torch.Tensor]:
+    """Some clips' frames: a view of a store (read when used), or a list."""
+    return frames.select(idx) if isinstance(frames, FrameStore) else [frames[i] for i in idx]
+
+
+class _Pairs(Dataset):
+    """(frames, target) per training clip, the frames read from the store per batch."""
+
+    def __init__(self, frames: Sequence[torch.Tensor], targets: list[torch.Tensor]):
+        self.frames, self.targets = frames, targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.frames[i], self.targets[i]
+
+
 def _layer_moments(clips: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per (layer, dim) mean and standard deviation over every frame, clip by clip: an hour of
     HuBERT-base frames concatenated in float32 would be ~7 GB."""
@@ -257,9 +279,9 @@ def fit_ctc(
     if not split["valid"]:
         split["valid"] = split["train"]
     texts = {s: [feats.examples[i].label for i in idx] for s, idx in split.items()}
-    clips = {s: [feats.frames[i] for i in idx] for s, idx in split.items()}
+    clips = {s: _select(feats.frames, idx) for s, idx in split.items()}
     vocab = Vocabulary(texts["train"])
-    train = [(c, vocab.encode(t)) for c, t in zip(clips["train"], texts["train"], strict=True)]
+    train = _Pairs(clips["train"], [vocab.encode(t) for t in texts["train"]])
 
     mean, std = _layer_moments(clips["train"])
 

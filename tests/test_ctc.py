@@ -3,6 +3,7 @@ import random
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from omegaconf import OmegaConf
 
 from eval.ctc import Vocabulary, fit_ctc, frame_features, train_subset, wer, word_errors
@@ -10,6 +11,7 @@ from eval.data import Example
 from eval.evaluate import build_suite
 from eval.features import FbankUpstream
 from eval.probing import probe_task
+from merging.audio import read_audio
 
 RATE = 16000
 TONES = {"A": 300.0, "B": 900.0, "C": 2400.0}  # each letter a tone; words apart by silence
@@ -106,3 +108,44 @@ def test_ctc_probe_transcribes_and_does_not_memorise(librispeech_layout, tmp_pat
     assert feats.cached  # same files and upstream as above: the frames come from the cache
     result = fit_ctc(feats, [0.01], hidden=24, epochs=15, batch_size=8)
     assert result.test_wer > 0.6
+
+
+def test_ctc_from_the_on_disk_store_equals_ctc_from_frames_in_memory(
+    librispeech_layout, tmp_path, caplog
+):
+    """The store holds exactly the frames (float16, as they were kept in memory before), so
+    the probe's WER is the same; it costs layers x dim x 2 bytes per frame on disk; a store
+    cut short is named, removed and built again."""
+    import dataclasses
+    import logging
+
+    cfg = OmegaConf.load("conf/eval/paper.yaml")
+    cfg.roots.asr_wer = str(librispeech_layout)
+    ((task, rows),) = build_suite(cfg)
+    fbank = FbankUpstream(RATE, delta_order=0, cmvn=False)
+    feats = frame_features(fbank, rows, tmp_path, task.max_seconds, progress=False)
+    in_memory = [f.clone() for f in feats.frames]
+    direct = [  # each clip alone, straight from the upstream
+        torch.stack(fbank.layers(w[None], torch.tensor([len(w)]))[0], 1)[0].half()
+        for w in (
+            torch.from_numpy(read_audio(e.path, RATE, task.max_seconds)) for e in feats.examples
+        )
+    ]
+    assert all(torch.equal(a, b) for a, b in zip(in_memory, direct, strict=True))
+    (store,) = (tmp_path / "features").iterdir()
+    shards = sum(p.stat().st_size for p in store.glob("shard-*"))
+    assert shards == sum(f.numel() * 2 for f in in_memory)
+
+    from_store = fit_ctc(feats, [0.01], hidden=0, epochs=3, batch_size=8)
+    from_memory = fit_ctc(
+        dataclasses.replace(feats, frames=in_memory), [0.01], hidden=0, epochs=3, batch_size=8
+    )
+    assert from_store.test_errors == from_memory.test_errors
+    assert from_store.test_wer == from_memory.test_wer
+
+    shard = next(store.glob("shard-*"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING):
+        again = frame_features(fbank, rows, tmp_path, task.max_seconds, progress=False)
+    assert f"damaged cache entry {store}" in caplog.text and not again.cached
+    assert all(torch.equal(a, b) for a, b in zip(again.frames, in_memory, strict=True))
