@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 TINYSOUNDFONT_VERSION ?= 0.3.7
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help install test lint table sweep curve calib-curve bench-merge bench-frame-rate \
+.PHONY: help install test lint table sweep curve calib-curve bench-merge bench-extract bench-frame-rate \
 	pretrain-demo clean-cache vo-point methods s3prl test-s3prl bench-s3prl
 
 # Named sweeps write to fixed dirs, so that starting one again finishes only its missing jobs.
@@ -40,6 +40,8 @@ help:
 	@echo "                    at alpha 0.9 and 0.5"
 	@echo "make bench-merge    run.py merging two HuBERT-base-size encoders, end to end, against a"
 	@echo "                    plain forward process; peak memory at two calibration sizes"
+	@echo "make bench-extract  features streamed from disk against a plain forward loop; peak"
+	@echo "                    memory at 0.5 h and 2 h of ten-second clips; 0 vs 2 workers"
 	@echo "make bench-frame-rate  permutations with calibration.max_frame_rate against exact ones"
 	@echo "make s3prl          install the s3prl extra (s3prl's runner, torchaudio) into $(VENV)"
 	@echo "make test-s3prl     s3prl's own runner on a merged checkpoint; FBANK against torchaudio's"
@@ -119,6 +121,9 @@ vo-point: install
 
 bench-merge: install
 	$(PY) benchmarks/bench_merge.py
+
+bench-extract: install
+	$(PY) benchmarks/bench_extract.py
 
 bench-frame-rate: install
 	$(PY) benchmarks/frame_rate.py
