@@ -7,7 +7,6 @@ python run.py -m experiment=id1,id5 hydra.sweep.dir=multirun/mine   # started ag
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -373,7 +372,6 @@ def on_sigterm(handler):
 SWEEP_PID = "MERGE_SWEEP_PID"  # the process that started run.py, inherited by its workers
 
 
-@functools.cache  # once per process: a worker runs many jobs
 def stop_with_the_sweep(poll: float = 1.0, grace: float = 10.0) -> None:
     """In a worker process of the sweep (joblib's), end the job as if by SIGTERM once the
     sweep's process is gone (it records ``interrupted``), then the worker itself, instead of
@@ -381,6 +379,8 @@ def stop_with_the_sweep(poll: float = 1.0, grace: float = 10.0) -> None:
     sweep = os.environ.get(SWEEP_PID, "")
     if os.getppid() != (int(sweep) if sweep.isdigit() else -1):
         return  # the sweep's process itself, or a job on another node (Slurm)
+    if any(t.name == "stop-with-the-sweep" for t in threading.enumerate()):
+        return  # once per worker process, which runs many jobs
 
     def watch() -> None:
         while os.getppid() == int(sweep):
