@@ -51,11 +51,10 @@ from report.jobdir import (
     JobDirBusy,
     clear_rejection,
     hold,
-    outputs_digest,
     record_rejection,
 )
 from report.record import Evaluation, JobRecord
-from report.results import checkpoint_stamp, code_stamp, finished, targets
+from report.results import checkpoint_stamp, code_stamp, finished, outputs_digest, targets
 from report.tracking import log_job
 
 log = logging.getLogger("run")

@@ -50,9 +50,7 @@ class Plan:
     skipped: list[int]
 
 
-def plan(
-    paths: Sequence[str], rate: int, max_seconds: float | None, min_samples: int
-) -> Plan:
+def plan(paths: Sequence[str], rate: int, max_seconds: float | None, min_samples: int) -> Plan:
     """Headers only: unreadable and too-short files are skipped before any decoding."""
     index, samples, skipped = [], [], []
     for i, p in enumerate(paths):

@@ -3,8 +3,6 @@
 - ``hold``: an exclusive ``fcntl`` lock on ``DIR/.lock`` for the job's life. The OS releases
   it when the process ends however it ends (SIGKILL included), so a stale lock never blocks a
   restart; a second live job in the same dir is refused with the holder's pid, host and start.
-- ``outputs_digest``: the final record stores a digest of what the job leaves (``merged/``,
-  the permutations); resume checks it, so a deleted or replaced checkpoint reruns its job.
 - ``record_rejection``: a job refused before any work (a missing dataset root, a bad value)
   writes ``results.failed.json`` beside an ok ``results.json``, which stays as it was.
 """
@@ -13,13 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import socket
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,31 +55,6 @@ def hold(out: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-def _digest_path(path: Path) -> str | None:
-    """A content digest of a file or of every file below a dir; None if it is missing."""
-    if not path.exists():
-        return None
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    digest = hashlib.blake2b(digest_size=16)
-    for f in files:
-        digest.update(f"{f.relative_to(path) if path.is_dir() else f.name}\0".encode())
-        with f.open("rb") as fh:
-            while chunk := fh.read(1 << 23):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def outputs_digest(out: Path, names: Iterable[str]) -> dict[str, str]:
-    """{name: digest} of the named files and dirs of ``out`` that exist."""
-    found = {name: _digest_path(out / name) for name in names}
-    return {name: d for name, d in found.items() if d is not None}
-
-
-def outputs_intact(out: Path, recorded: dict[str, str]) -> bool:
-    """Whether every output a record lists is still there with the same content."""
-    return all(_digest_path(out / name) == d for name, d in recorded.items())
 
 
 def record_rejection(out: Path, record: JobRecord) -> Path:

@@ -98,6 +98,32 @@ def code_stamp(root: Path = ROOT, plugins: Iterable[str] = ()) -> str:
     return digest_files(code_files(root, plugins))
 
 
+def _digest_path(path: Path) -> str | None:
+    """A content digest of a file or of every file below a dir; None if it is missing."""
+    if not path.exists():
+        return None
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.blake2b(digest_size=16)
+    for f in files:
+        digest.update(f"{f.relative_to(path) if path.is_dir() else f.name}\0".encode())
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 23):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def outputs_digest(out: Path, names: Iterable[str]) -> dict[str, str]:
+    """{name: digest} of the named files and dirs of ``out`` that exist: the final record
+    stores it and resume checks it, so a deleted or replaced checkpoint reruns its job."""
+    found = {name: _digest_path(out / name) for name in names}
+    return {name: d for name, d in found.items() if d is not None}
+
+
+def outputs_intact(out: Path, recorded: dict[str, str]) -> bool:
+    """Whether every output a record lists is still there with the same content."""
+    return all(_digest_path(out / name) == d for name, d in recorded.items())
+
+
 def finished(
     out: str | Path,
     config: Mapping[str, Any],
@@ -123,6 +149,4 @@ def finished(
         return False
     if comparable(previous.get("config") or {}) != comparable(config):
         return False
-    from report.jobdir import outputs_intact  # late: jobdir reads records, which import this
-
     return outputs_intact(Path(out), previous.get("outputs") or {})
