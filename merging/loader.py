@@ -95,6 +95,7 @@ class Stream:
 
     def __init__(self, dataset: Dataset, batches: list[list[int]], names: list[str], workers):
         self.batches, self.names, self.workers, self.done = batches, names, workers, 0
+        self._active: Iterator[list] | None = None
         self.loader = DataLoader(
             dataset,
             batch_sampler=batches,
@@ -107,9 +108,19 @@ class Stream:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[list]:
-        for batch in self.loader:
-            yield batch
-            self.done += 1
+        self._active = self._batches()
+        return self._active
+
+    def _batches(self) -> Iterator[list]:
+        batches = iter(self.loader)
+        try:
+            for batch in batches:
+                yield batch
+                self.done += 1
+        finally:  # stop the workers now, so that none of their exits is reported later
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[Stream]:
@@ -125,6 +136,13 @@ class Stream:
                 f"{flight[:24]}{' ...' if len(flight) > 24 else ''}: move it aside, or find "
                 "it with workers=0"
             ) from None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the decoding processes (a pass left early leaves none behind)."""
+        if self._active is not None:
+            self._active.close()
 
 
 def stream(
