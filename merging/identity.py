@@ -53,13 +53,15 @@ _INSTALLED = tuple(
 
 def _find(name: str) -> ModuleSpec | None:
     """The module's spec, found on sys.path without importing it (or its packages); through
-    the import system (which imports the packages) for what sys.path does not show, such as
-    an editable install's finder."""
+    the import system (which imports the packages) for a top-level package sys.path does not
+    show, such as one an editable install's finder serves."""
     spec, path = None, None
     parts = name.split(".")
     for i in range(len(parts)):
         spec = PathFinder.find_spec(".".join(parts[: i + 1]), path)
         if spec is None:
+            if i:  # found the package, not this name in it: a function or class, no module
+                return None
             break
         path = spec.submodule_search_locations
         if path is None and i < len(parts) - 1:  # a module, not a package: no submodules
@@ -72,8 +74,22 @@ def _find(name: str) -> ModuleSpec | None:
         return None
 
 
+@functools.cache
+def _local_package(top: str) -> bool:
+    """Whether a top-level module or package is part of a project (not installed, not built in)."""
+    spec = _find(top)
+    if spec is None:
+        return False
+    where = spec.origin if spec.origin not in (None, "namespace") else None
+    locations = list(spec.submodule_search_locations or [])
+    paths = [where] if where else locations
+    return bool(paths) and not any(str(Path(p).resolve()).startswith(_INSTALLED) for p in paths)
+
+
 def _local_file(name: str) -> Path | None:
     """The source file of a module that is part of a project (not installed), else None."""
+    if not _local_package(name.split(".")[0]):
+        return None
     spec = _find(name)
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
