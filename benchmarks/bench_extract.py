@@ -47,7 +47,9 @@ def make_folder(root: Path, clips: int, seconds: float) -> list[str]:
     return paths
 
 
-def measure(mode: str, model: str, paths: list[str], workers: int, batch: int) -> dict:
+def measure(
+    mode: str, model: str, paths: list[str], workers: int, batch: int, keep: bool = True
+) -> dict:
     """One measurement, in this process (``--run``)."""
     import torch
 
@@ -59,7 +61,8 @@ def measure(mode: str, model: str, paths: list[str], workers: int, batch: int) -
     from merging.loader import length_batches
     from merging.runtime import keep_freed_memory
 
-    keep_freed_memory()
+    if keep:  # as run.py does; off, glibc returns large freed blocks to the OS
+        keep_freed_memory()
     upstream = EncoderUpstream(load_encoder(model))
     rows = [Example(p, str(i % 2), "train") for i, p in enumerate(paths)]
     seconds = 10.0
@@ -81,10 +84,13 @@ def measure(mode: str, model: str, paths: list[str], workers: int, batch: int) -
     return {"wall": wall, "audio": audio, "rss_mb": own, "worker_rss_mb": children}
 
 
-def run(mode: str, model: str, paths: list[str], workers: int, batch: int, work: Path) -> dict:
+def run(
+    mode: str, model: str, paths: list[str], workers: int, batch: int, work: Path, keep: bool
+) -> dict:
     listing = work / f"paths-{len(paths)}.json"
     listing.write_text(json.dumps(paths))
     argv = [sys.executable, __file__, "--run", mode, model, str(listing), str(workers), str(batch)]
+    argv += [] if keep else ["--glibc-default"]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"{mode} failed:\n{done.stderr[-3000:]}")
@@ -97,12 +103,17 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=4, help="the larger one, in multiples")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--glibc-default", action="store_true", help="do not keep freed memory (run.py does)"
+    )
+    parser.add_argument("--memory-only", action="store_true", help="only the two sizes' memory")
     parser.add_argument("--run", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    keep = not args.glibc_default
     if args.run:
         mode, model, listing, workers, batch = args.run
         paths = json.loads(Path(listing).read_text())
-        print(json.dumps(measure(mode, model, paths, int(workers), int(batch))))
+        print(json.dumps(measure(mode, model, paths, int(workers), int(batch), keep)))
         return
 
     import torch
@@ -122,25 +133,27 @@ def main() -> None:
         f" {n} and {n * args.scale} clips of 10 s (16 / 22.05 kHz WAV), batch {args.batch_size}"
     )
     small = paths[:n]
-    plain = run("plain", str(model_dir), small, 0, args.batch_size, work)
     rows = {}
-    for workers in (args.workers, 0):
-        rows[workers] = run("stream", str(model_dir), small, workers, args.batch_size, work)
-    big = run("stream", str(model_dir), paths, args.workers, args.batch_size, work)
+    for workers in (args.workers,) if args.memory_only else (args.workers, 0):
+        rows[workers] = run("stream", str(model_dir), small, workers, args.batch_size, work, keep)
+    big = run("stream", str(model_dir), paths, args.workers, args.batch_size, work, keep)
 
     def rate(m: dict) -> float:
         return m["audio"] / m["wall"]
 
-    print(f"plain loop over pre-decoded clips: {rate(plain):7.1f} s of audio per s")
-    for workers, m in rows.items():
-        print(
-            f"streamed, {workers} decoding workers: {rate(m):7.1f} s/s "
-            f"({rate(m) / rate(plain):.2f}x the plain loop)"
-        )
+    if not args.memory_only:
+        plain = run("plain", str(model_dir), small, 0, args.batch_size, work, keep)
+        print(f"plain loop over pre-decoded clips: {rate(plain):7.1f} s of audio per s")
+        for workers, m in rows.items():
+            print(
+                f"streamed, {workers} decoding workers: {rate(m):7.1f} s/s "
+                f"({rate(m) / rate(plain):.2f}x the plain loop)"
+            )
     small_h, big_h = n * 10 / 3600, n * args.scale * 10 / 3600
     base = rows[args.workers]
     change = big["rss_mb"] / base["rss_mb"] - 1
-    print("peak resident memory (main process; decoding workers beside it):")
+    malloc = "glibc's default" if args.glibc_default else "freed memory kept, as run.py does"
+    print(f"peak resident memory ({malloc}; main process, decoding workers beside it):")
     print(f"  {small_h:4.2f} h: {base['rss_mb']:7.0f} MiB ({base['worker_rss_mb']:.0f} MiB)")
     print(
         f"  {big_h:4.2f} h: {big['rss_mb']:7.0f} MiB ({big['worker_rss_mb']:.0f} MiB); "
