@@ -228,14 +228,13 @@ def calibrate_pair(
 def by_source(clips: list, dirs: list[str], rate: int) -> dict[str, dict[str, float]]:
     """Clips and seconds per calibration folder (``synthetic`` for generated clips)."""
     roots = [(d, Path(d).expanduser().resolve()) for d in dirs]
-    sources = {d: {"clips": 0, "seconds": 0.0} for d in dirs} or {"synthetic": {}}
+    sources = {d: {"clips": 0, "seconds": 0.0} for d in [*dirs, "synthetic"]}
     for clip in clips:
         path = Path(clip.name).resolve()
         name = next((d for d, root in roots if path.is_relative_to(root)), "synthetic")
-        entry = sources.setdefault(name, {"clips": 0, "seconds": 0.0})
-        entry["clips"] = entry.get("clips", 0) + 1
-        entry["seconds"] = entry.get("seconds", 0.0) + clip.samples / rate
-    return sources
+        sources[name]["clips"] += 1
+        sources[name]["seconds"] += clip.samples / rate
+    return {d: s for d, s in sources.items() if d != "synthetic" or s["clips"]}
 
 
 def align_and_combine(
