@@ -29,7 +29,7 @@ from eval.data import Example
 from eval.features import Upstream, Usable, dataset_key, layer_batches
 from eval.framestore import FrameStore, FrameStoreWriter
 from eval.probe import best_on_validation, fit_quietly
-from merging.files import replace_dir
+from merging.files import read_cache, replace_dir
 from merging.forward import frame_mask
 
 BLANK = "<blank>"
@@ -82,7 +82,7 @@ def frame_features(
     else:
         key = dataset_key(upstream, examples, max_seconds)
         path = Path(cache_dir) / "features" / f"{key}-frames"
-        store, cached = FrameStore.cached(path), True
+        store, cached = read_cache(path, FrameStore.check), True
         if store is None:
             replace_dir(path, build)
             store, cached = FrameStore(path), False

@@ -11,8 +11,6 @@ Probes that train on frames (CTC, a learned interface over layers) read it per b
 from __future__ import annotations
 
 import json
-import logging
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-log = logging.getLogger("merging.cache")
 INDEX = "index.json"
 SHARD_BYTES = 1 << 30
 
@@ -83,26 +80,9 @@ class FrameStore(Sequence):
         self._keep = keep  # e.g. the temporary dir the store lives in, for as long as it is used
 
     @classmethod
-    def cached(cls, root: Path) -> FrameStore | None:
-        """The store at ``root`` if it is complete; a damaged one (index or shards cut short)
-        is named in a warning, removed and reported as missing, to be built again."""
-        if not (Path(root) / INDEX).is_file():
-            return None
-        try:
-            return cls.check(root)
-        except Exception as err:  # noqa: BLE001 - whatever is wrong, the entry is bad
-            log.warning(
-                "damaged cache entry %s (%s: %s): removed, recomputing",
-                root,
-                type(err).__name__,
-                err,
-            )
-            shutil.rmtree(root, ignore_errors=True)
-            return None
-
-    @classmethod
     def check(cls, root: Path) -> FrameStore:
-        """Open a store, raising if its index or shards are incomplete (a damaged cache)."""
+        """Open a store, raising if its index or shards are incomplete: the loader of a cached
+        store (``merging.files.read_cache`` removes a damaged one)."""
         store = cls(root)
         need: dict[int, int] = {}
         for shard, offset, count in store.clips:

@@ -78,12 +78,12 @@ def replace_dir(path: str | Path, write: Callable[[Path], None]) -> Path:
 def read_cache(
     path: str | Path, load: Callable[[Path], T], fields: Collection[str] = ()
 ) -> T | None:
-    """``load(path)`` if the cache entry is there and readable and (a mapping) holds every one
-    of ``fields``; a damaged entry (truncated, not the expected format, parts missing) is named
-    in a warning, removed and reported as missing, so that it is recomputed instead of failing
-    every job that uses it."""
+    """``load(path)`` if the cache entry (a file, or a folder written by ``replace_dir``) is
+    there and readable and (a mapping) holds every one of ``fields``; a damaged entry
+    (truncated, not the expected format, parts missing) is named in a warning, removed and
+    reported as missing, so that it is recomputed instead of failing every job that uses it."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         return None
     try:
         value = load(path)
@@ -98,5 +98,8 @@ def read_cache(
         log.warning(
             "damaged cache entry %s (%s: %s): removed, recomputing", path, type(err).__name__, err
         )
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
         return None

@@ -36,6 +36,20 @@ def comparable(config: Mapping[str, Any]) -> Any:
     return json.loads(json.dumps(kept, default=str))
 
 
+def _digest_path(path: Path) -> str | None:
+    """A content digest of a file or of every file below a dir; None if it is missing."""
+    if not path.exists():
+        return None
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.blake2b(digest_size=16)
+    for f in files:
+        digest.update(f"{f.relative_to(path) if path.is_dir() else f.name}\0".encode())
+        with f.open("rb") as fh:
+            while chunk := fh.read(1 << 23):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def checkpoint_stamp(sources: Iterable[str]) -> dict[str, str]:
     """A content digest of every local checkpoint directory among ``sources`` (hub ids are
     left out): a checkpoint retrained in place leaves the config as it was, and a restarted
@@ -45,16 +59,10 @@ def checkpoint_stamp(sources: Iterable[str]) -> dict[str, str]:
         root = Path(str(source))
         if not source or not root.is_dir():
             continue
-        digest = hashlib.blake2b(digest_size=16)
         try:
-            for f in sorted(p for p in root.rglob("*") if p.is_file()):
-                digest.update(f"{f.relative_to(root)}\0".encode())
-                with f.open("rb") as fh:
-                    while chunk := fh.read(1 << 23):
-                        digest.update(chunk)
+            stamp[str(source)] = _digest_path(root)
         except OSError:  # unreadable: loading it reports the error, inside the job's record
             continue
-        stamp[str(source)] = digest.hexdigest()
     return stamp
 
 
@@ -96,20 +104,6 @@ def code_stamp(root: Path = ROOT, plugins: Iterable[str] = ()) -> str:
     changes how jobs are merged or scored, a restarted sweep reruns them (their caches decide
     what is reused)."""
     return digest_files(code_files(root, plugins))
-
-
-def _digest_path(path: Path) -> str | None:
-    """A content digest of a file or of every file below a dir; None if it is missing."""
-    if not path.exists():
-        return None
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    digest = hashlib.blake2b(digest_size=16)
-    for f in files:
-        digest.update(f"{f.relative_to(path) if path.is_dir() else f.name}\0".encode())
-        with f.open("rb") as fh:
-            while chunk := fh.read(1 << 23):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def outputs_digest(out: Path, names: Iterable[str]) -> dict[str, str]:
