@@ -10,6 +10,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from merging.spec import VO_POINTS
+
 BOOLS = (
     "permute.cnn",
     "permute.ffn",
@@ -85,8 +87,8 @@ def check_values(cfg: DictConfig) -> None:
     for key in BOOLS:
         _boolean(cfg, key)
     vo = _get(cfg, "permute.vo_point")
-    if vo not in (None, "v", "context"):
-        raise ConfigError(f"permute.vo_point must be v or context, got {vo!r}")
+    if vo is not None and vo not in VO_POINTS:  # the spec's own table, checked before any work
+        raise ConfigError(f"permute.vo_point must be one of {tuple(VO_POINTS)}, got {vo!r}")
     _integer(cfg, "calibration.batch_size", 1)
     _integer(cfg, "calibration.seed", 0)
     for key in ("calibration.workers", "eval.workers"):

@@ -96,11 +96,19 @@ def synthetic_clips(n: int, rate: int, seconds: float, seed: int) -> list[Clip]:
     return clips
 
 
-def usable_samples(path: str, rate: int, max_seconds: float | None, least: int) -> int:
-    """The decoded length of a usable file, 0 for one that is unreadable, empty, silent or
-    shorter than ``least`` samples."""
+def read_usable(
+    path: str | Path, rate: int, max_seconds: float | None, least: int
+) -> np.ndarray | None:
+    """``read_audio``'s waveform, or None for a file that is unreadable, empty, silent or
+    shorter than ``least`` samples: what every pass over audio skips and counts."""
     wave = read_audio(path, rate, max_seconds)
-    return 0 if wave is None or wave.size < least else int(wave.size)
+    return None if wave is None or wave.size < least else wave
+
+
+def usable_samples(path: str, rate: int, max_seconds: float | None, least: int) -> int:
+    """The decoded length of a usable file (``read_usable``), 0 for one that is not."""
+    wave = read_usable(path, rate, max_seconds, least)
+    return 0 if wave is None else int(wave.size)
 
 
 class _Scan:

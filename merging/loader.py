@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from merging.audio import AudioError, Clip, read_audio
+from merging.audio import AudioError, Clip, read_usable
 from merging.runtime import default_workers
 
 
@@ -77,10 +77,8 @@ class _Decoded(Dataset):
         return len(self.paths)
 
     def __getitem__(self, k: int) -> tuple[int, torch.Tensor | None]:
-        wave = read_audio(self.paths[k], self.rate, self.max_seconds)
-        if wave is None or wave.size < self.least:
-            return k, None
-        return k, torch.from_numpy(np.ascontiguousarray(wave))
+        wave = read_usable(self.paths[k], self.rate, self.max_seconds, self.least)
+        return k, None if wave is None else torch.from_numpy(np.ascontiguousarray(wave))
 
 
 def _as_list(items: list) -> list:

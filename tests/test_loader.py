@@ -12,7 +12,7 @@ import torch
 
 from eval.data import Example, labelled_folder
 from eval.features import pooled_features
-from merging.audio import read_audio
+from merging.audio import read_audio, read_usable
 from merging.forward import frame_mask, pad_batch
 from merging.loader import length_batches, plan, planned_samples, stream
 from tests.test_eval import LOGMEL, make_two_class_folder
@@ -119,12 +119,12 @@ def test_a_file_that_kills_its_decoder_is_named(folder, monkeypatch):
 
     victim = str(next((folder / "hiss").glob("s003*")))
 
-    def crashing(path, rate, max_seconds=None):  # what a crash inside libsndfile does
+    def crashing(path, rate, max_seconds, least):  # what a crash inside libsndfile does
         if path == victim:
             os._exit(11)
-        return read_audio(path, rate, max_seconds)
+        return read_usable(path, rate, max_seconds, least)
 
-    monkeypatch.setattr(loader, "read_audio", crashing)  # the forked workers inherit it
+    monkeypatch.setattr(loader, "read_usable", crashing)  # the forked workers inherit it
     rows = labelled_folder(folder)
     with pytest.raises(AudioError, match="a process decoding audio died") as err:
         pooled_features(LOGMEL, rows, None, 1.0, 2, progress=False, workers=2)
