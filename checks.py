@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from merging.ranks import check_strategy
 from merging.spec import VO_POINTS
 
 BOOLS = (
@@ -96,6 +97,12 @@ def check_values(cfg: DictConfig) -> None:
             _integer(cfg, key, 0)
     _positive(cfg, "calibration.max_seconds")
     _positive(cfg, "calibration.max_frame_rate", optional=True)
+    try:  # before any work: a strategy that relaunches run.py would merge again on every rank
+        check_strategy(
+            OmegaConf.to_container(cfg.trainer, resolve=True) if "trainer" in cfg else None
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     heatmaps = _get(cfg, "heatmaps")
     named = OmegaConf.is_list(heatmaps) and all(isinstance(g, str) for g in heatmaps)
     if heatmaps is not None and not named:

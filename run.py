@@ -212,6 +212,7 @@ def calibrate_pair(
         stats, cached = cached_calibrate(
             a, b, clips, cfg.paths.cache, cal.batch_size, cfg.progress,
             cal.get("max_frame_rate"), cal.get("workers"),
+            OmegaConf.to_container(cfg.trainer, resolve=True),
         )  # fmt: skip
     record.calibration = {
         "clips": len(clips),

@@ -26,11 +26,13 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
 from eval.data import Example
-from eval.features import Upstream, Usable, dataset_key, layer_batches
-from eval.framestore import FrameStore, FrameStoreWriter
+from eval.features import Upstream, Usable, dataset_key, layer_batches, on_device
+from eval.framestore import FrameStore, FrameStoreWriter, write_index
 from eval.probe import best_on_validation, fit_quietly
 from merging.files import read_cache, replace_dir
 from merging.forward import frame_mask
+from merging.identity import source_digest
+from merging.ranks import gather, spread
 
 BLANK = "<blank>"
 SPACE = "|"
@@ -58,22 +60,23 @@ def frame_features(
     batch_size: int = 8,
     progress: bool = True,
     workers: int | None = None,
+    trainer: Mapping[str, Any] | None = None,
 ) -> FrameFeatures:
     """Every layer's frames of every readable example, in an on-disk store (``eval.framestore``):
-    the cache's, or a temporary one without a cache. Memory holds a batch, never the task."""
+    the cache's, or a temporary one without a cache. Memory holds a batch, never the task.
+    A ``trainer`` naming several devices spreads the pass over them (``merging.ranks``), each
+    rank writing its own shards."""
     t0 = time.perf_counter()
-    usable = Usable()
+    fabric = spread(trainer)
 
     def build(root: Path) -> None:
-        writer = FrameStoreWriter(root)
-        for positions, layers, valid in layer_batches(
-            upstream, examples, max_seconds, batch_size, usable, progress, workers,
-            "frame features",
-        ):  # fmt: skip
-            stacked = torch.stack(layers, 1)  # (batch, layers, frames, dim)
-            for j, i in enumerate(positions):
-                writer.add(i, stacked[j, :, : int(valid[j])])
-        writer.close(usable.index, index=usable.index, skipped=usable.skipped)
+        args = (upstream, examples, max_seconds, batch_size, progress, workers, str(root))
+        shares = (
+            [_frames_share(None, *args)] if fabric is None else gather(fabric, _frames_share, *args)
+        )
+        usable = Usable.union([s["usable"] for s in shares], examples)
+        parts = [s["store"] for s in shares]
+        write_index(root, parts, usable.index, index=usable.index, skipped=usable.skipped)
 
     if cache_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="frames-")
@@ -81,13 +84,35 @@ def frame_features(
         store, cached = FrameStore(Path(tmp.name) / "store", keep=tmp), False
     else:
         key = dataset_key(upstream, examples, max_seconds)
-        path = Path(cache_dir) / "features" / f"{key}-frames"
+        layout = source_digest("eval.framestore")[:12]  # a new store format is a new store
+        path = Path(cache_dir) / "features" / f"{key}-frames-{layout}"
         store, cached = read_cache(path, FrameStore.check), True
         if store is None:
             replace_dir(path, build)
             store, cached = FrameStore(path), False
     kept = [examples[i] for i in store.meta["index"]]
     return FrameFeatures(store, kept, store.meta["skipped"], time.perf_counter() - t0, cached)
+
+
+@torch.no_grad()
+def _frames_share(fabric, upstream, examples, max_seconds, batch_size, progress, workers, root):
+    """The frames of one rank's share of the batches (all of them without ``fabric``), written
+    as that rank's shards of the store at ``root``."""
+    rank, world = (fabric.global_rank, fabric.world_size) if fabric is not None else (0, 1)
+    if fabric is not None:
+        upstream = on_device(upstream, fabric.device)
+    writer, usable = (
+        FrameStoreWriter(Path(root), prefix=f"rank{rank}-" if world > 1 else ""),
+        Usable(),
+    )
+    for positions, layers, valid in layer_batches(
+        upstream, examples, max_seconds, batch_size, usable, progress and rank == 0, workers,
+        "frame features", (rank, world),
+    ):  # fmt: skip
+        stacked = torch.stack(layers, 1)  # (batch, layers, frames, dim)
+        for j, i in enumerate(positions):
+            writer.add(i, stacked[j, :, : int(valid[j])])
+    return {"store": writer.finish(), "usable": usable.share()}
 
 
 def _duration(path: str) -> float:

@@ -11,10 +11,10 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -26,12 +26,15 @@ from merging.forward import conv_output_lengths, encode, frame_mask, min_samples
 from merging.identity import model_digest, source_digest
 from merging.load import Encoder
 from merging.loader import length_batches, plan, stream
+from merging.ranks import gather, spread
 
 FEATURES_VERSION = 1
 
 
 class Upstream(Protocol):
-    """Anything that maps a padded batch of waveforms to per-layer frame features."""
+    """Anything that maps a padded batch of waveforms to per-layer frame features. One with
+    weights also has ``to(device) -> Upstream``, so that a pass spread over devices
+    (``merging.ranks``) can move each rank's copy to its device."""
 
     name: str
     sample_rate: int
@@ -62,6 +65,10 @@ class EncoderUpstream:
     def fingerprint(self) -> str:
         return model_digest(self.encoder.model) + f"-{self.encoder.normalize}"
 
+    def to(self, device: torch.device | str) -> EncoderUpstream:
+        self.encoder.model.to(device)
+        return self
+
     def layers(self, wave, lengths):
         out = encode(self.encoder, wave, lengths, output_hidden_states=True)
         return list(out.hidden_states), conv_output_lengths(lengths, self.encoder.config)[-1]
@@ -88,12 +95,22 @@ class LayerFusion:
     def fingerprint(self) -> str:
         return f"fusion({self.first.fingerprint()},{self.second.fingerprint()})"
 
+    def to(self, device: torch.device | str) -> LayerFusion:
+        self.first, self.second = (on_device(u, device) for u in (self.first, self.second))
+        return self
+
     def layers(self, wave, lengths):
         first, frames = self.first.layers(wave, lengths)
         second, other = self.second.layers(wave, lengths)
         if not torch.equal(frames, other):
             raise ValueError(f"{self.name}: the two upstreams' frame rates differ")
         return first + second, frames
+
+
+def on_device(upstream: Upstream, device: torch.device | str) -> Upstream:
+    """``upstream`` moved to ``device``, if it has weights to move."""
+    move = getattr(upstream, "to", None)
+    return move(device) if move is not None else upstream
 
 
 @functools.lru_cache(maxsize=8)
@@ -226,10 +243,24 @@ def dataset_key(upstream: Upstream, examples: Sequence[Example], max_seconds: fl
 @dataclass
 class Usable:
     """What a streamed pass found: the examples it encoded (positions in the given list, in
-    order) and the skipped ones (unreadable, empty, silent or too short) by path."""
+    order) and the skipped ones (unreadable, empty, silent or too short) by position and path."""
 
     index: list[int] = field(default_factory=list)
+    dropped: list[int] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+
+    @classmethod
+    def union(cls, shares: Sequence[Mapping[str, list[int]]], examples: Sequence[Example]):
+        """What the ranks of a spread pass found together (each share's ``index`` and
+        ``dropped``); a task left with no usable file is an error."""
+        index = sorted({i for s in shares for i in s["index"]})
+        dropped = sorted({i for s in shares for i in s["dropped"]})
+        if not index:
+            raise ValueError("no usable audio among the task's files")
+        return cls(index, dropped, [examples[i].path for i in dropped])
+
+    def share(self) -> dict[str, list[int]]:
+        return {"index": self.index, "dropped": self.dropped}
 
 
 def layer_batches(
@@ -241,15 +272,19 @@ def layer_batches(
     progress: bool = True,
     workers: int | None = None,
     desc: str = "features",
+    part: tuple[int, int] = (0, 1),
 ) -> Iterator[tuple[list[int], list[torch.Tensor], torch.Tensor]]:
     """Every layer of ``upstream`` over the examples, a batch of similar lengths at a time:
     (example positions, per-layer (batch, frames, dim), valid frames per clip). The audio is
     decoded in worker processes (``merging.loader``); ``usable`` is filled as it goes, and a
-    task left with no usable file is an error."""
+    task left with no usable file is an error. ``part=(rank, world)``: every world-th batch
+    from the rank-th, a rank's share of a pass spread over devices (``Usable.union`` joins
+    the shares' findings)."""
     rate, least = upstream.sample_rate, upstream.min_samples
     planned = plan([e.path for e in examples], rate, max_seconds, least)
     paths = [examples[i].path for i in planned.index]
-    batches = length_batches(planned.samples, batch_size)
+    rank, world = part
+    batches = length_batches(planned.samples, batch_size)[rank::world]
     dropped = list(planned.skipped)
     done: set[int] = set()
     bar = tqdm(total=len(batches), desc=f"{desc} ({upstream.name})", disable=not progress)
@@ -264,8 +299,9 @@ def layer_batches(
                 yield [planned.index[k] for k, _ in good], layers, frames
     bar.close()
     usable.index = [planned.index[k] for k in range(len(paths)) if k in done]
-    usable.skipped = [examples[i].path for i in sorted(dropped)]
-    if not usable.index:
+    usable.dropped = sorted(dropped)
+    usable.skipped = [examples[i].path for i in usable.dropped]
+    if not usable.index and world == 1:
         raise ValueError("no usable audio among the task's files")
 
 
@@ -278,13 +314,17 @@ def pooled_features(
     batch_size: int = 8,
     progress: bool = True,
     workers: int | None = None,
+    trainer: Mapping[str, Any] | None = None,
 ) -> PooledFeatures:
     """Per-layer time-pooled features of every readable example, from the cache if present;
-    the audio streamed from disk (``workers`` decoding processes, None: one per spare core)."""
+    the audio streamed from disk (``workers`` decoding processes, None: one per spare core).
+    A ``trainer`` naming several devices spreads the pass over them (``merging.ranks``)."""
     t0 = time.perf_counter()
     if isinstance(upstream, LayerFusion):  # pooling commutes with stacking: reuse the parts
         a, b = (
-            pooled_features(u, examples, cache_dir, max_seconds, batch_size, progress, workers)
+            pooled_features(
+                u, examples, cache_dir, max_seconds, batch_size, progress, workers, trainer
+            )
             for u in (upstream.first, upstream.second)
         )
         return fuse(a, b, time.perf_counter() - t0)
@@ -302,14 +342,18 @@ def pooled_features(
                 time.perf_counter() - t0,
                 True,
             )
-    usable, pooled = Usable(), {}
-    for positions, layers, frames in layer_batches(
-        upstream, examples, max_seconds, batch_size, usable, progress, workers
-    ):
-        mask = frame_mask(frames.to(layers[0].device), layers[0].shape[1])[:, :, None].float()
-        means = torch.stack([(h * mask).sum(1) / mask.sum(1) for h in layers], dim=1).cpu()
-        for j, i in enumerate(positions):
-            pooled[i] = means[j].float()
+    fabric = spread(trainer)
+    if fabric is None:
+        usable = Usable()
+        pooled = _pool(upstream, examples, max_seconds, batch_size, usable, progress, workers)
+    else:
+        shares = gather(
+            fabric, _pooled_share, upstream, examples, max_seconds, batch_size, progress, workers
+        )
+        usable = Usable.union([s["usable"] for s in shares], examples)
+        pooled = {}
+        for s in shares:
+            pooled.update(zip(s["positions"], s["features"], strict=True))
     index, skipped = usable.index, usable.skipped
     features = torch.stack([pooled[i] for i in index])
     if path is not None:
@@ -318,6 +362,39 @@ def pooled_features(
     return PooledFeatures(
         features, [examples[i] for i in index], skipped, time.perf_counter() - t0, False
     )
+
+
+def _pool(
+    upstream: Upstream,
+    examples: Sequence[Example],
+    max_seconds: float,
+    batch_size: int,
+    usable: Usable,
+    progress: bool,
+    workers: int | None,
+    part: tuple[int, int] = (0, 1),
+) -> dict[int, torch.Tensor]:
+    """Each usable example's (layers, dim) time means, by position."""
+    pooled = {}
+    for positions, layers, frames in layer_batches(
+        upstream, examples, max_seconds, batch_size, usable, progress, workers, part=part
+    ):
+        mask = frame_mask(frames.to(layers[0].device), layers[0].shape[1])[:, :, None].float()
+        means = torch.stack([(h * mask).sum(1) / mask.sum(1) for h in layers], dim=1).cpu()
+        for j, i in enumerate(positions):
+            pooled[i] = means[j].float()
+    return pooled
+
+
+@torch.no_grad()
+def _pooled_share(fabric, upstream, examples, max_seconds, batch_size, progress, workers):
+    """One rank's share of :func:`pooled_features`."""
+    rank, usable = fabric.global_rank, Usable()
+    pooled = _pool(
+        on_device(upstream, fabric.device), examples, max_seconds, batch_size, usable,
+        progress and rank == 0, workers, (rank, fabric.world_size),
+    )  # fmt: skip
+    return {"positions": list(pooled), "features": list(pooled.values()), "usable": usable.share()}
 
 
 def fuse(a: PooledFeatures, b: PooledFeatures, seconds: float = 0.0) -> PooledFeatures:

@@ -59,8 +59,9 @@ def probe_task(
     With several ``probe.seeds`` every seed trains its own probe and the metric is their mean.
     ``test`` holds the per-clip outcomes (clip ids, fold, label, each seed's prediction; for
     CTC each seed's word edits) that intervals and significance tests are computed from.
-    ``trainer`` (Lightning's accelerator, devices, strategy, precision) is not part of the
-    cache key: the same probe trained on other hardware is the same result.
+    ``trainer`` (Lightning's accelerator, devices, strategy, precision) spreads the feature
+    pass and the probes' training over devices; it is not part of the cache key: the same
+    probe trained on other hardware is the same result.
     """
     probe = OmegaConf.to_container(cfg.ctc if task.kind == "ctc" else cfg.probe, resolve=True)
     seeds = seeds_of(probe)
@@ -96,8 +97,9 @@ def probe_task(
     }
     extract = frame_features if task.kind == "ctc" else pooled_features
     feats = extract(
-        upstream, rows, cache_dir, task.max_seconds, cfg.batch_size, progress, cfg.get("workers")
-    )
+        upstream, rows, cache_dir, task.max_seconds, cfg.batch_size, progress, cfg.get("workers"),
+        trainer,
+    )  # fmt: skip
     if task.kind != "ctc":
         check_classes(task, rows, feats.examples, feats.skipped)
     ids = clip_ids(rows)

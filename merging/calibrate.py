@@ -18,10 +18,11 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -33,6 +34,7 @@ from merging.forward import conv_output_lengths, encode, frame_mask, pad_batch
 from merging.identity import model_digest, modules_of, source_digest
 from merging.load import Encoder
 from merging.loader import clip_batches
+from merging.ranks import gather, spread
 
 STATS_VERSION = 1
 
@@ -158,6 +160,32 @@ class CrossMoments:
             self.buffer.zero_()
         self.pending = 0
 
+    def rebase(self, ref_a: torch.Tensor, ref_b: torch.Tensor) -> None:
+        """Shift the sums to other references, exactly in float64: the shares of a pass spread
+        over devices each start from their own first clip, and add up only once they share one.
+        With y = x - r and d = r - r': sum(y + d) = S + n d, sum((y + d)^2) = Q + 2 d S + n d^2,
+        sum((y_a + d_a)(y_b + d_b)^T) = C + S_a d_b^T + d_a S_b^T + n d_a d_b^T."""
+        self._flush()
+        assert self.cross is not None
+        f64 = torch.float64
+        d_a = (self.ref_a - ref_a).to(f64) if self.ref_a is not None else ref_a.to(f64) * 0
+        d_b = (self.ref_b - ref_b).to(f64) if self.ref_b is not None else ref_b.to(f64) * 0
+        n = float(self.n)
+        self.cross.addr_(self.sum_a, d_b).addr_(d_a, self.sum_b).addr_(d_a, d_b, alpha=n)
+        self.sq_a.add_(2 * d_a * self.sum_a + n * d_a.square())
+        self.sq_b.add_(2 * d_b * self.sum_b + n * d_b.square())
+        self.sum_a.add_(n * d_a)
+        self.sum_b.add_(n * d_b)
+        self.ref_a, self.ref_b = ref_a, ref_b
+
+    def all_reduce(self, fabric) -> None:
+        """Sum every rank's moments (all rebased to one reference) into every rank's."""
+        self._flush()
+        for name in ("sum_a", "sum_b", "sq_a", "sq_b", "cross"):
+            setattr(self, name, fabric.all_reduce(getattr(self, name), reduce_op="sum"))
+        count = torch.tensor([self.n], dtype=torch.float64, device=self.sum_a.device)
+        self.n = int(fabric.all_reduce(count, reduce_op="sum").item())
+
     def finalize(self) -> PointStats:
         """Pearson correlations; consumes the accumulators."""
         if self.pending or self.cross is None:
@@ -271,8 +299,31 @@ def calibrate(
     progress: bool = True,
     max_frame_rate: float | None = None,
     workers: int | None = None,
+    trainer: Mapping[str, Any] | None = None,
 ) -> dict[str, PointStats]:
-    """One pass of both encoders over the clips; statistics for every merge point."""
+    """One pass of both encoders over the clips; statistics for every merge point. A
+    ``trainer`` naming several devices spreads the pass over them (``merging.ranks``) and
+    all-reduces the sums: equal to one device's statistics up to the order of float sums."""
+    fabric = spread(trainer)
+    if fabric is not None:
+        share = gather(
+            fabric, _calibrate_share, a, b, clips, batch_size, progress, max_frame_rate, workers
+        )[0]
+        return {name: PointStats(**fields) for name, fields in share.items()}
+    moments = _moments(a, b, clips, batch_size, progress, max_frame_rate, workers)
+    return {name: m.finalize() for name, m in moments.items()}
+
+
+def _moments(
+    a: Encoder,
+    b: Encoder,
+    clips: Sequence[Clip],
+    batch_size: int,
+    progress: bool,
+    max_frame_rate: float | None,
+    workers: int | None,
+    part: tuple[int, int] = (0, 1),
+) -> dict[str, CrossMoments]:
     moments: dict[str, CrossMoments] = {}
 
     def cross(name: str, xa: torch.Tensor, xb: torch.Tensor, lengths: Sequence[int]) -> None:
@@ -281,8 +332,31 @@ def calibrate(
         moments[name].update(xa, xb, lengths, consume=True)
 
     points = a.family.points(a.config)
-    stream(a, b, points, clips, cross, batch_size, progress, max_frame_rate, workers=workers)
-    return {name: m.finalize() for name, m in moments.items()}
+    stream(a, b, points, clips, cross, batch_size, progress, max_frame_rate, workers=workers,
+           part=part)  # fmt: skip
+    return moments
+
+
+def _calibrate_share(fabric, a, b, clips, batch_size, progress, max_frame_rate, workers):
+    """One rank's share of :func:`calibrate`: its batches' moments, rebased to rank 0's
+    references (rank 0 has the first batch, so they are one device's), then summed over ranks;
+    rank 0 returns the statistics."""
+    rank = fabric.global_rank
+    for encoder in (a, b):
+        encoder.model.to(fabric.device)
+    moments = _moments(
+        a, b, clips, batch_size, progress and rank == 0, max_frame_rate, workers,
+        (rank, fabric.world_size),
+    )  # fmt: skip
+    refs = fabric.broadcast({k: (m.ref_a.cpu(), m.ref_b.cpu()) for k, m in moments.items()})
+    for name, (ref_a, ref_b) in refs.items():  # one order on every rank: the collectives pair
+        if name not in moments:  # a rank left without a batch adds zeros
+            moments[name] = CrossMoments(len(ref_a), len(ref_b), fabric.device)
+        moments[name].rebase(ref_a.to(fabric.device), ref_b.to(fabric.device))
+        moments[name].all_reduce(fabric)
+    if rank != 0:
+        return None
+    return {name: moments[name].finalize().to_dict() for name in refs}
 
 
 def stream(
@@ -296,21 +370,24 @@ def stream(
     max_frame_rate: float | None = None,
     desc: str = "calibrating",
     workers: int | None = None,
+    part: tuple[int, int] = (0, 1),
 ) -> None:
     """One pass of both encoders over the clips in batches of similar length, handing every
     point's activations to ``fold`` (padded frames included: ``fold`` gets the valid counts).
-    Files are decoded a batch at a time by ``workers`` processes (None: one per spare core)."""
+    Files are decoded a batch at a time by ``workers`` processes (None: one per spare core).
+    ``part=(rank, world)``: only that rank's share of the batches."""
     if batch_size < 1:
         raise ValueError(f"calibration batch size must be >= 1, got {batch_size}")
     steps = frame_steps(a.config, a.sample_rate, max_frame_rate)
     seconds = sum(c.samples for c in clips) / a.sample_rate
+    loaded = clip_batches(clips, batch_size, workers, part)
     bar = tqdm(
-        total=-(-len(clips) // batch_size),
+        total=len(loaded),
         desc=f"{desc} on {seconds:.0f} s",
         unit="batch",
         disable=not progress,
     )
-    with clip_batches(clips, batch_size, workers).guard() as loaded:
+    with loaded.guard():
         for waves in loaded:  # similar lengths share a batch
             _accumulate_batch(a, b, points, waves, fold, steps)
             bar.update()
@@ -347,13 +424,14 @@ def cached_calibrate(
     progress: bool = True,
     max_frame_rate: float | None = None,
     workers: int | None = None,
+    trainer: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, PointStats], bool]:
     """:func:`calibrate`, reusing a cached result for identical weights, clips and settings.
 
     Returns the statistics and whether they came from the cache.
     """
     if cache_dir is None:
-        return calibrate(a, b, clips, batch_size, progress, max_frame_rate, workers), False
+        return calibrate(a, b, clips, batch_size, progress, max_frame_rate, workers, trainer), False
     key = hashlib.blake2b(
         json.dumps(
             {
@@ -382,6 +460,6 @@ def cached_calibrate(
     )
     if cached is not None:
         return cached, True
-    stats = calibrate(a, b, clips, batch_size, progress, max_frame_rate, workers)
+    stats = calibrate(a, b, clips, batch_size, progress, max_frame_rate, workers, trainer)
     write_atomically(path, lambda tmp: torch.save({k: v.to_dict() for k, v in stats.items()}, tmp))
     return stats, False

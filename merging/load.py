@@ -43,6 +43,21 @@ class Encoder:
     def config(self):
         return self.model.config
 
+    def __reduce__(self):
+        """Pickled as its class, config and weights (the ranks of a pass spread over devices
+        are spawned): the model's weight-norm parametrisation does not pickle itself."""
+        model = self.model
+        state = (type(model), model.config, model.state_dict(), model.training)
+        return _rebuild, (state, self.source, self.sample_rate, self.normalize, self.family)
+
+
+def _rebuild(state: tuple, *fields) -> Encoder:
+    cls, config, weights, training = state
+    model = cls(config)
+    model.load_state_dict(weights)
+    model.train(training).requires_grad_(False)
+    return Encoder(model, *fields)
+
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 

@@ -170,11 +170,18 @@ class _Waves(Dataset):
         return self.clips[k].wave
 
 
-def clip_batches(clips: Sequence[Clip], batch_size: int, workers: int | None = None) -> Stream:
+def clip_batches(
+    clips: Sequence[Clip],
+    batch_size: int,
+    workers: int | None = None,
+    part: tuple[int, int] = (0, 1),
+) -> Stream:
     """The clips' waveforms in batches of similar length, longest first (a stable sort, so the
     batches are those of sorting the decoded clips), files decoded by ``workers`` processes
-    (None: ``default_workers``; clips held in memory need none)."""
-    batches = length_batches([c.samples for c in clips], batch_size)
+    (None: ``default_workers``; clips held in memory need none). ``part=(rank, world)``: every
+    world-th batch from the rank-th, a rank's share of a pass spread over devices."""
+    rank, world = part
+    batches = length_batches([c.samples for c in clips], batch_size)[rank::world]
     if all(c.held is not None for c in clips):
         workers = 0
     workers = default_workers() if workers is None else workers
