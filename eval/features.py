@@ -345,17 +345,17 @@ def pooled_features(
     fabric = spread(trainer)
     if fabric is None:
         usable = Usable()
-        pooled = _pool(upstream, examples, max_seconds, batch_size, usable, progress, workers)
+        done, pooled = _pool(upstream, examples, max_seconds, batch_size, usable, progress, workers)
     else:
         shares = gather(
             fabric, _pooled_share, upstream, examples, max_seconds, batch_size, progress, workers
         )
         usable = Usable.union([s["usable"] for s in shares], examples)
-        pooled = {}
-        for s in shares:
-            pooled.update(zip(s["positions"], s["features"], strict=True))
+        done = [i for s in shares for i in s["positions"]]
+        pooled = torch.cat([s["features"] for s in shares if s["positions"]])
+    row = {i: r for r, i in enumerate(done)}
     index, skipped = usable.index, usable.skipped
-    features = torch.stack([pooled[i] for i in index])
+    features = pooled[[row[i] for i in index]]  # in example order
     if path is not None:
         saved = {"features": features, "index": index, "skipped": skipped}
         write_atomically(path, lambda tmp: torch.save(saved, tmp))
@@ -373,28 +373,34 @@ def _pool(
     progress: bool,
     workers: int | None,
     part: tuple[int, int] = (0, 1),
-) -> dict[int, torch.Tensor]:
-    """Each usable example's (layers, dim) time means, by position."""
-    pooled = {}
-    for positions, layers, frames in layer_batches(
+) -> tuple[list[int], torch.Tensor]:
+    """The usable examples' positions and their (layers, dim) time means, in the order done.
+    The means go into one tensor allocated at the first batch: one small tensor kept per batch
+    would pin the allocator's heap between the freed activations, which then grows with the
+    number of batches wherever freed memory is kept (``merging.runtime.keep_freed_memory``)."""
+    positions: list[int] = []
+    out: torch.Tensor | None = None
+    for done, layers, frames in layer_batches(
         upstream, examples, max_seconds, batch_size, usable, progress, workers, part=part
     ):
         mask = frame_mask(frames.to(layers[0].device), layers[0].shape[1])[:, :, None].float()
-        means = torch.stack([(h * mask).sum(1) / mask.sum(1) for h in layers], dim=1).cpu()
-        for j, i in enumerate(positions):
-            pooled[i] = means[j].float()
-    return pooled
+        means = torch.stack([(h * mask).sum(1) / mask.sum(1) for h in layers], dim=1)
+        if out is None:
+            out = torch.empty(len(examples), *means.shape[1:])
+        out[len(positions) : len(positions) + len(done)] = means
+        positions += done
+    return positions, (out[: len(positions)] if out is not None else torch.empty(0))
 
 
 @torch.no_grad()
 def _pooled_share(fabric, upstream, examples, max_seconds, batch_size, progress, workers):
     """One rank's share of :func:`pooled_features`."""
     rank, usable = fabric.global_rank, Usable()
-    pooled = _pool(
+    positions, features = _pool(
         on_device(upstream, fabric.device), examples, max_seconds, batch_size, usable,
         progress and rank == 0, workers, (rank, fabric.world_size),
     )  # fmt: skip
-    return {"positions": list(pooled), "features": list(pooled.values()), "usable": usable.share()}
+    return {"positions": positions, "features": features.clone(), "usable": usable.share()}
 
 
 def fuse(a: PooledFeatures, b: PooledFeatures, seconds: float = 0.0) -> PooledFeatures:

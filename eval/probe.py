@@ -278,3 +278,4 @@ def fit_kfold(feats: PooledFeatures, seeds: Sequence[int] = (0,), **kwargs) -> l
 
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+logging.getLogger("lightning.fabric").setLevel(logging.WARNING)  # a word per rank per fit

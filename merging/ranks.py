@@ -10,6 +10,7 @@ its claim on the output dir in the calling process, as the probes' ``ddp_spawn``
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import tempfile
@@ -22,6 +23,8 @@ import torch
 # Strategies that spawn ranks from the job's process. "ddp" (and "auto" on several devices)
 # would start run.py again on every rank: a second merge and a second claim on the job's dir.
 PASS_STRATEGIES = ("ddp_spawn", "ddp_fork")
+
+logging.getLogger("lightning.fabric").setLevel(logging.WARNING)  # no word per rank per launch
 
 
 def several_devices(trainer: Mapping[str, Any] | None) -> bool:
