@@ -8,6 +8,7 @@ TINYSOUNDFONT_VERSION ?= 0.3.7
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install test lint table sweep curve calib-curve bench-merge bench-extract bench-frame-rate \
+	bench-calibrate cost-model \
 	pretrain-demo clean-cache vo-point methods s3prl test-s3prl bench-s3prl
 
 # Named sweeps write to fixed dirs, so that starting one again finishes only its missing jobs.
@@ -42,7 +43,10 @@ help:
 	@echo "                    plain forward process; peak memory at two calibration sizes"
 	@echo "make bench-extract  features streamed from disk against a plain forward loop; peak"
 	@echo "                    memory at 0.5 h and 2 h of ten-second clips; 0 vs 2 workers"
+	@echo "make bench-calibrate  calibration's peak memory at 64 and 1024 clips read from disk"
 	@echo "make bench-frame-rate  permutations with calibration.max_frame_rate against exact ones"
+	@echo "make cost-model     GPU-hours, decoding and disk of the paper's table on the real"
+	@echo "                    datasets, from FLOPs and decoding rates measured here"
 	@echo "make s3prl          install the s3prl extra (s3prl's runner, torchaudio) into $(VENV)"
 	@echo "make test-s3prl     s3prl's own runner on a merged checkpoint; FBANK against torchaudio's"
 	@echo "make bench-s3prl    s3prl's runner against the project's probe on one task"
@@ -127,6 +131,12 @@ bench-extract: install
 
 bench-frame-rate: install
 	$(PY) benchmarks/frame_rate.py
+
+bench-calibrate: install
+	$(PY) benchmarks/bench_calibrate.py
+
+cost-model: install
+	$(PY) benchmarks/cost_model.py
 
 table: install
 	$(PY) run.py -m experiment=$(TABLE_IDS) pair=$(PAIR) eval=$(EVAL) \
