@@ -6,7 +6,9 @@ Measured (on this machine, each time it runs):
   architecture at 16 kHz, so its FLOPs are the same);
 - decoding rate of one worker process (``merging.audio.read_usable``: read, mix down, resample,
   crop) for each source format, in seconds of audio per second;
-- this CPU's extraction rate (seconds of audio per second; the FLOP rate it implies).
+- this CPU's extraction rate (seconds of audio per second; the FLOP rate it implies);
+- seconds per training step of the utterance probes (``eval.probe.fit_probes``: one bank of
+  2 learning rates x 3 seeds, batch 32) at a task's class count, on this CPU.
 
 Stated (constants below; change them with the flags): the datasets' sizes as distributed, and
 what a GPU sustains on this model in float32 (``--gpu-tflops``).
@@ -42,6 +44,17 @@ class Part:
     source: str
     classes: int = 0  # 0: CTC (frames stored)
     shared_with: str = ""  # same files and crop: the features' key, computed once
+    folds: int = 0  # k-fold tasks: one probe per fold, on the other folds
+
+    @property
+    def probe_steps(self) -> int:
+        """Training steps of the task's probe bank: 40 epochs of batch 32 over the training
+        clips (about 80% of a task; (k-1)/k of it per fold, k times)."""
+        if not self.classes:
+            return 0
+        if self.folds:
+            return self.folds * 40 * -(-int(self.clips * (self.folds - 1) / self.folds) // 32)
+        return 40 * -(-int(0.8 * self.clips) // 32)
 
     @property
     def read_hours(self) -> float:
@@ -60,13 +73,13 @@ PARTS = (
     Part("KS", "Speech Commands v0.01 + its test set", 64727 + 3081, 18.8, 1.0, "wav16", 12),
     Part("IC", "Fluent Speech Commands", 30043, 19.0, 10.0, "wav16", 31),
     Part("SID", "VoxCeleb1 identification", 153516, 352.0, 10.0, "wav16", 1251),
-    Part("ER", "IEMOCAP, 4 classes", 5531, 7.0, 10.0, "wav16", 4),
+    Part("ER", "IEMOCAP, 4 classes", 5531, 7.0, 10.0, "wav16", 4, folds=5),
     Part("SingID", "VocalSet", 3600, 10.1, 10.0, "wav44", 20),
     Part("VocID", "VocalSet", 3600, 10.1, 10.0, "wav44", 17, "SingID"),
     Part("InstCls", "NSynth (train, valid, test)", 305979, 340.0, 4.0, "wav16", 11),
     Part("PitchID", "NSynth", 305979, 340.0, 4.0, "wav16", 112, "InstCls"),
     Part("GenreID", "GTZAN", 1000, 8.3, 30.0, "wav22", 10),
-    Part("ESC-50", "ESC-50", 2000, 2.8, 5.0, "wav44", 50),
+    Part("ESC-50", "ESC-50", 2000, 2.8, 5.0, "wav44", 50, folds=5),
 )  # fmt: skip
 CALIBRATION = Part("calib", "5000 LibriSpeech + 5000 Music4All clips", 10000, 59.0, 4.0, "flac16")
 FULL_ASR_HOURS = 100.6 + 5.4 + 5.4  # ctc.max_train_hours=null
@@ -136,6 +149,27 @@ def cpu_rate(batches: int = 2, batch: int = 8) -> float:
     return batches * batch * 10 / (time.perf_counter() - start)
 
 
+def probe_step(classes: int, steps: int = 60) -> float:
+    """Seconds per step of a probe bank at ``classes`` classes on this CPU."""
+    import torch
+
+    from eval.data import Example
+    from eval.features import PooledFeatures
+    from eval.probe import fit_probes
+
+    n = 32 * steps
+    gen = torch.Generator().manual_seed(0)
+    examples = [Example(f"c{i}", str(i % classes), "train") for i in range(n)]
+    examples += [
+        Example(f"v{i}", str(i % classes), s) for s in ("valid", "test") for i in range(64)
+    ]
+    features = torch.randn(len(examples), LAYERS, DIM, generator=gen)
+    feats = PooledFeatures(features, examples, [], 0.0, False)
+    start = time.perf_counter()
+    fit_probes(feats, lrs=(1e-3, 1e-2), epochs=1, seeds=(0, 1, 2))
+    return (time.perf_counter() - start) / steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -154,6 +188,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         decode = {s: decode_rate(s, Path(tmp)) for s in ("wav16", "flac16", "wav22", "wav44")}
     here = cpu_rate()
+    step = {c: probe_step(c) for c in sorted({p.classes for p in PARTS if p.classes})}
     print(
         f"measured: torch {torch.__version__}, {torch.get_num_threads()} threads; "
         f"HuBERT-base forward {flops[10.0 if 10.0 in flops else crops[-1]] / 1e9:.1f} GFLOP per "
@@ -170,15 +205,21 @@ def main() -> None:
     )
     print()
     head = (
-        "| task | data | clips | h read | GFLOP/s audio | GPU min | decode core-h | features GB |"
+        "| task | data | clips | h read | GFLOP/s audio | GPU min | decode core-min | "
+        "features GB | probe steps | probe CPU min |"
     )
     print(head)
-    print("|" + "---|" * 8)
-    total_h = total_gpu = total_core = total_disk = 0.0
+    print("|" + "---|" * 10)
+    total_h = total_gpu = total_core = total_disk = total_probe = 0.0
     for p in PARTS:
         f = flops[p.clip_seconds]
+        probe = p.probe_steps * step[p.classes] / 60 if p.classes else 0.0
+        total_probe += probe
         if p.shared_with:
-            print(f"| {p.task} | {p.data} | | | | | | with {p.shared_with} |")
+            print(
+                f"| {p.task} | {p.data} | | | | | | with {p.shared_with} | "
+                f"{p.probe_steps:,} | {probe:.0f} |"
+            )
             continue
         gpu_min = p.read_hours * 3600 * f / (args.gpu_tflops * 1e12) / 60
         core_h = p.read_hours / decode[p.source]
@@ -195,11 +236,11 @@ def main() -> None:
         )
         print(
             f"| {p.task} | {p.data} | {p.clips:,} | {p.read_hours:.1f} | {f / 1e9:.1f} | "
-            f"{gpu_min:.1f} | {core_h:.2f} | {disk:.1f} |"
+            f"{gpu_min:.1f} | {60 * core_h:.1f} | {disk:.1f} | {p.probe_steps:,} | {probe:.0f} |"
         )
     print(
-        f"| **one upstream** | | | {total_h:.0f} | | {total_gpu:.0f} | {total_core:.1f} | "
-        f"{total_disk:.0f} |"
+        f"| **one upstream** | | | {total_h:.0f} | | {total_gpu:.0f} | {60 * total_core:.0f} | "
+        f"{total_disk:.0f} | | {total_probe:.0f} |"
     )
     cal_gpu = (
         CALIBRATION.read_hours * 3600 * flops[CALIBRATION.clip_seconds] * CALIBRATION_PASSES
@@ -208,7 +249,7 @@ def main() -> None:
     cal_core = CALIBRATION.read_hours / decode[CALIBRATION.source]
     print(
         f"| calibration | {CALIBRATION.data} | {CALIBRATION.clips:,} | "
-        f"{CALIBRATION.read_hours:.1f} | | {cal_gpu:.1f} | {cal_core:.2f} | 0.3 |"
+        f"{CALIBRATION.read_hours:.1f} | | {cal_gpu:.1f} | {60 * cal_core:.1f} | 0.3 | | |"
     )
     table_gpu = (UPSTREAMS * total_gpu + cal_gpu) / 60
     wall = max(total_gpu / 60, total_core / args.decode_workers)
@@ -222,6 +263,10 @@ def main() -> None:
         " is the limit)"
     )
     full = (FULL_ASR_HOURS - PARTS[0].read_hours) * 3600 * FRAME_RATE * LAYERS * DIM * 2 / 1e9
+    print(
+        f"probes: {UPSTREAMS} x {total_probe / 60:.1f} h on this CPU (one thread per bank; "
+        f"steps at {', '.join(f'{c} classes {1e3 * t:.1f} ms' for c, t in step.items())})"
+    )
     print(
         f"ctc.max_train_hours=null (all of train-clean-100): +{full:.0f} GB of frames per "
         f"upstream; on this CPU one upstream takes {total_h / here:.0f} h"
