@@ -4,8 +4,9 @@ import torch
 from transformers import HubertConfig
 
 from merging.audio import Clip, synthetic_clips
-from merging.calibrate import CrossMoments, cached_calibrate, calibrate, frame_steps, merge_points
+from merging.calibrate import CrossMoments, cached_calibrate, calibrate, frame_steps
 from merging.forward import conv_output_lengths
+from merging.points import merge_points
 from tests.helpers import random_encoder, tiny_config
 
 

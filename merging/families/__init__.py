@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+from merging.points import merge_points
 from merging.spec import PermSpec, build_spec
 
 # Config fields that decide parameter shapes or the function computed; two encoders can be
@@ -60,8 +61,6 @@ def untouched(config: Any, keys: Collection[str]) -> set[str]:
 
 
 def hubert_layout_points(config: Any) -> list:
-    from merging.calibrate import merge_points  # late: calibrate -> load -> this package
-
     return merge_points(config)
 
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 from transformers import WavLMConfig, WavLMModel
 
 from merging.families import ARCH_FIELDS, Family, untouched
+from merging.points import Point, merge_points
 from merging.spec import PermSpec, build_spec
 
 
@@ -36,8 +37,6 @@ def spec(config, split_qkv: bool = False, keys=None, vo_point: str = "v") -> Per
 
 
 def points(config) -> list:
-    from merging.calibrate import Point, merge_points  # late: calibrate -> load -> families
-
     out = []
     for p in merge_points(config):
         kind, _, layer = p.name.partition(".")
