@@ -101,10 +101,8 @@ def _frames_share(fabric, upstream, examples, max_seconds, batch_size, progress,
     rank, world = (fabric.global_rank, fabric.world_size) if fabric is not None else (0, 1)
     if fabric is not None:
         upstream = on_device(upstream, fabric.device)
-    writer, usable = (
-        FrameStoreWriter(Path(root), prefix=f"rank{rank}-" if world > 1 else ""),
-        Usable(),
-    )
+    writer = FrameStoreWriter(Path(root), prefix=f"rank{rank}-" if world > 1 else "")
+    usable = Usable()
     for positions, layers, valid in layer_batches(
         upstream, examples, max_seconds, batch_size, usable, progress and rank == 0, workers,
         "frame features", (rank, world),

@@ -1,4 +1,5 @@
-"""The merge: align B to A (match -> permute), interpolate, export."""
+"""The merge: align every member to the anchor (match -> permute), combine, export; a pair is
+the pool ``{a: A, b: B}``."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from merging.calibrate import PointStats
 from merging.card import model_card
 from merging.combine import Linear, Merger
 from merging.files import replace_dir
-from merging.load import Encoder, check_mergeable
+from merging.load import Encoder
 from merging.match import Exact, Matcher, MatchProblem, Scope
+from merging.pool import Pool
 from merging.spec import PermSpec, apply_permutations
 
 
@@ -59,29 +61,71 @@ def merge(
 ) -> MergeResult:
     """Permute B's units onto A's (only B moves; ``matcher``, default ``Exact``), then combine
     (``merger``; a number is ``Linear``'s alpha: ``alpha * A + (1 - alpha) * B``) and, for a
-    merger that needs them, refine on the calibration ``clips``."""
-    check_mergeable(a, b)
+    merger that needs them, refine on the calibration ``clips``: the pool ``{a: A, b: B}``."""
     merger = Linear(merger) if isinstance(merger, int | float) else merger
-    spec = spec_for(a, scope)
-    state_a, state_b = a.model.state_dict(), b.model.state_dict()
+    done = merge_pool(Pool.pair(a, b), {"b": stats}, scope, merger, matcher, clips)
+    return MergeResult(
+        done.encoder, done.spec, done.perms["b"], done.alignment["b"], done.seconds, done.refined
+    )
+
+
+@dataclass
+class PoolMergeResult:
+    encoder: Encoder
+    spec: PermSpec
+    perms: dict[str, dict[str, torch.Tensor]]  # per aligned member: its groups' permutations
+    alignment: dict[str, list[dict]]  # per aligned member: Table II's rows
+    seconds: dict[str, float] = field(default_factory=dict)
+    refined: dict = field(default_factory=dict)
+
+
+def merge_pool(
+    pool: Pool,
+    stats: Mapping[str, Mapping[str, PointStats]],
+    scope: Scope,
+    merger: Merger,
+    matcher: Matcher | None = None,
+    clips: Sequence = (),
+) -> PoolMergeResult:
+    """Permute every other member's units onto the anchor's (``stats[member]``: the anchor x
+    member statistics; only the other members move), combine every member (and the base, for
+    a task-vector method) and, for a merger that needs them, refine on the ``clips``."""
+    pool.check()
+    merger.check_pool(list(pool.members), pool.base is not None)
+    anchor = pool.members[pool.anchor]
+    spec = spec_for(anchor, scope)
+    states = {name: encoder.model.state_dict() for name, encoder in pool}
     t0 = time.perf_counter()
-    perms = (matcher or Exact())(MatchProblem(spec, scope, stats, state_a, state_b))
+    match = matcher or Exact()
+    perms = {
+        n: match(MatchProblem(spec, scope, stats.get(n, {}), states[pool.anchor], states[n]))
+        for n in pool.others
+    }
     t1 = time.perf_counter()
-    aligned = apply_permutations(state_b, spec, perms)
-    model = copy.deepcopy(a.model)
-    model.load_state_dict(merger.combine(state_a, aligned))
+    aligned = {
+        n: states[n] if n == pool.anchor else apply_permutations(states[n], spec, perms[n])
+        for n in pool.members
+    }
+    base = pool.base.model.state_dict() if pool.base is not None else None
+    model = copy.deepcopy(anchor.model)
+    model.load_state_dict(merger.combine_pool(aligned, pool.anchor, base))
     t2 = time.perf_counter()
-    merged = Encoder(model, f"merge({a.source}, {b.source})", a.sample_rate, a.normalize, a.family)
+    sources = ", ".join(encoder.source for _, encoder in pool)
+    merged = Encoder(
+        model, f"merge({sources})", anchor.sample_rate, anchor.normalize, anchor.family
+    )
     seconds = {"matching": t1 - t0, "applying": t2 - t1}
     refined = {}
-    if merger.needs_clips:
+    if merger.needs_clips:  # a pairs-only method: the anchor and one other member
         if not clips:
             raise ValueError(f"merge={merger.name} needs calibration clips (calibration.size >= 1)")
-        b_aligned = copy.deepcopy(b)
-        b_aligned.model.load_state_dict(aligned)
-        refined = merger.refine(merged, a, b_aligned, clips)
+        (other,) = pool.others
+        other_aligned = copy.deepcopy(pool.members[other])
+        other_aligned.model.load_state_dict(aligned[other])
+        refined = merger.refine(merged, anchor, other_aligned, clips)
         seconds["refining"] = time.perf_counter() - t2
-    return MergeResult(merged, spec, perms, alignment_table(spec, stats, perms), seconds, refined)
+    alignment = {n: alignment_table(spec, stats.get(n, {}), perms[n]) for n in pool.others}
+    return PoolMergeResult(merged, spec, perms, alignment, seconds, refined)
 
 
 def export(encoder: Encoder, directory: str | Path, card: Mapping | None = None) -> Path:

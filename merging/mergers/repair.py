@@ -87,6 +87,7 @@ class Repair(Linear):
     """Linear interpolation (any ``alpha`` ``Linear`` takes), then REPAIR."""
 
     name = "repair"
+    pairs_only = True  # refines A and the aligned B
     needs_clips = True
 
     @torch.no_grad()

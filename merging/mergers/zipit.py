@@ -143,6 +143,7 @@ class ZipIt(Linear):
     batch_size: int = 8
     max_frame_rate: float | None = 400.0
     name = "zipit"
+    pairs_only = True  # refines A and the aligned B
     needs_clips = True
 
     def __post_init__(self) -> None:

@@ -1,0 +1,128 @@
+"""Pools of N encoders: every member aligned to the anchor, combined with a weight each; a
+pair is the pool {a, b}; task-vector methods need the shared base."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from merging.audio import synthetic_clips
+from merging.calibrate import calibrate
+from merging.combine import Linear
+from merging.load import EncoderLoadError
+from merging.match import Scope
+from merging.merge import merge, merge_pool
+from merging.mergers.dare import Dare
+from merging.mergers.repair import Repair
+from merging.mergers.task_arithmetic import TaskArithmetic
+from merging.mergers.ties import Ties
+from merging.pool import Pool
+from merging.spec import apply_permutations, random_exact_perms
+from tests.helpers import random_encoder, tiny_config
+from tests.test_families import FAMILIES, hidden
+
+FNN_ATTN = Scope(cnn=True, ffn=True, attn="heads")
+
+
+def permuted_copy(encoder, seed: int):
+    """``encoder`` with its conv channels, FFN units, heads, Q/K and V/O units reordered."""
+    spec = encoder.family.build_spec(encoder.config, keys=encoder.model.state_dict().keys())
+    names = [n for n in spec.names() if not n.startswith("res")]
+    perms = random_exact_perms(spec, torch.Generator().manual_seed(seed), names)
+    other = copy.deepcopy(encoder)
+    other.model.load_state_dict(apply_permutations(encoder.model.state_dict(), spec, perms))
+    return other
+
+
+def max_diff(x, y) -> float:
+    return max((p - q).abs().max().item() for p, q in zip(x, y, strict=True))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_three_members_aligned_to_the_anchor_give_it_back(family):
+    a = random_encoder(tiny_config(family), 0)
+    b, c = permuted_copy(a, 7), permuted_copy(a, 8)
+    pool = Pool({"a": a, "b": b, "c": c}, anchor="a")
+    clips = synthetic_clips(8, a.sample_rate, 0.6, 0)
+    stats = {n: calibrate(a, pool.members[n], clips, progress=False) for n in pool.others}
+    weights = Linear(weights={"a": 0.4, "b": 0.3, "c": 0.3})
+    done = merge_pool(pool, stats, FNN_ATTN, weights)
+    assert set(done.perms) == {"b", "c"} and set(done.alignment) == {"b", "c"}
+    assert max_diff(hidden(done.encoder), hidden(a)) < 1e-4
+    plain = merge_pool(pool, stats, Scope(), weights)  # nothing aligned: no recovery
+    assert max_diff(hidden(plain.encoder), hidden(a)) > 1e-2
+
+
+def test_the_pair_is_the_two_member_pool_bit_for_bit():
+    a, b = random_encoder(tiny_config(), 0), random_encoder(tiny_config(), 1)
+    stats = calibrate(a, b, synthetic_clips(4, 16000, 0.5, 0), progress=False)
+    pair = merge(a, b, stats, FNN_ATTN, 0.9)
+    pooled = merge_pool(Pool.pair(a, b), {"b": stats}, FNN_ATTN, Linear(0.9))
+    weighted = merge_pool(
+        Pool.pair(a, b), {"b": stats}, FNN_ATTN, Linear(weights={"a": 0.9, "b": 0.1})
+    )
+    want = pair.encoder.model.state_dict()
+    for result in (pooled, weighted):
+        got = result.encoder.model.state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    assert all(torch.equal(pair.perms[g], pooled.perms["b"][g]) for g in pair.perms)
+
+
+def test_a_member_of_another_layout_is_named():
+    a = random_encoder(tiny_config(), 0)
+    wide = random_encoder(tiny_config(intermediate_size=64), 1)
+    Pool({"speech": a, "music": a, "general": a}, "speech").check()  # one layout: fine
+    with pytest.raises(
+        EncoderLoadError, match=r"models.members.music .* anchor .speech.*intermediate_size"
+    ):
+        Pool({"speech": a, "music": wide}, "speech").check()
+    with pytest.raises(ValueError, match="not a member"):
+        Pool({"a": a, "b": a}, "c")
+
+
+def test_methods_that_cannot_take_the_pool_refuse_it_before_any_work():
+    a = random_encoder(tiny_config(), 0)
+    pool = Pool({"a": a, "b": a, "c": a}, "a")
+    for merger, message in (
+        (Linear(0.9), "merge.alpha weighs two encoders"),
+        (Repair(0.9), "merge=repair merges two encoders"),
+        (Linear(weights={"a": 1.0, "b": 1.0}), "one weight per member"),
+        (TaskArithmetic({"a": 1.0, "b": 1.0, "c": 1.0}), "models.base"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            merge_pool(pool, {}, Scope(), merger)
+    with pytest.raises(ValueError, match="merge=repair weighs A and B with merge.alpha"):
+        Repair(weights={"a": 0.5, "b": 0.5})
+    assert "alpha" not in Linear(weights={"a": 1.0, "b": 1.0}).describe()
+    assert Linear(0.7).describe() == {"method": "linear", "alpha": 0.7}
+
+
+def test_task_vector_methods_merge_members_of_a_shared_base():
+    base = random_encoder(tiny_config(), 0)
+    state = base.model.state_dict()
+    members = {}
+    for i, name in enumerate(("m1", "m2")):  # disjoint task vectors: even / odd entries
+        member = copy.deepcopy(base)
+        gen = torch.Generator().manual_seed(10 + i)
+        tuned = {}
+        for key, t in state.items():
+            mask = (torch.arange(t.numel()) % 2 == i).view(t.shape)
+            noise = 0.01 * torch.randn(t.shape, generator=gen) * mask
+            tuned[key] = t + noise if t.is_floating_point() else t
+        member.model.load_state_dict(tuned)
+        members[name] = member
+    pool = Pool(members, "m1", base=base)
+    want = {
+        k: members["m1"].model.state_dict()[k] + members["m2"].model.state_dict()[k] - t
+        for k, t in state.items()
+        if t.is_floating_point()
+    }
+    weights = {"m1": 1.0, "m2": 1.0}
+    for merger in (TaskArithmetic(weights), Ties(weights, density=1.0), Dare(weights, 1.0)):
+        got = merge_pool(pool, {}, Scope(), merger).encoder.model.state_dict()
+        for k, w in want.items():
+            torch.testing.assert_close(got[k], w)
+    with pytest.raises(ValueError, match="density"):
+        Ties(weights, density=1.5)
