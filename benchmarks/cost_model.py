@@ -256,7 +256,7 @@ def main() -> None:
     print()
     print(
         f"make table: {UPSTREAMS} x {total_h:.0f} h + calibration = "
-        f"{table_gpu:.1f} GPU-hours of forward passes ({UPSTREAMS * total_core + cal_core:.0f} "
+        f"{table_gpu:.1f} GPU-hours of forward passes ({UPSTREAMS * total_core + cal_core:.1f} "
         f"decoding core-hours), {UPSTREAMS * total_disk:.0f} GB of features; "
         f"one upstream on one GPU: {wall:.1f} h wall "
         f"({'decoding' if total_core / args.decode_workers > total_gpu / 60 else 'the GPU'}"
