@@ -24,7 +24,7 @@ BOOLS = (
 )
 # Nodes that take keys of the user's choosing (``+node.key=value``); a ``_target_`` node's
 # extra keys go to its constructor, which names what it does not know.
-OPEN = ("eval.s3prl.config", "logger", "hydra")
+OPEN = ("eval.s3prl.config", "logger", "hydra", "models.members", "merge.weights")
 # Keys the code reads where present, which a config group may leave out.
 OPTIONAL = (
     "pair.families",

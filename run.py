@@ -42,10 +42,11 @@ from merging.combine import Merger
 from merging.families import register
 from merging.files import write_atomically
 from merging.forward import min_samples
-from merging.load import Encoder, check_mergeable, load_encoder
+from merging.load import Encoder, load_encoder
 from merging.match import Matcher, Scope
-from merging.merge import MergeResult, export, merge
+from merging.merge import PoolMergeResult, export, merge_pool
 from merging.plugins import build
+from merging.pool import Pool
 from merging.runtime import keep_freed_memory
 from report.jobdir import (
     JobDirBusy,
@@ -182,12 +183,24 @@ def timed(record: JobRecord, stage: str) -> Iterator[None]:
     record.seconds[stage] = time.perf_counter() - t
 
 
-def load_pair(cfg: DictConfig, record: JobRecord) -> tuple[Encoder, Encoder]:
+def load_pool(cfg: DictConfig, record: JobRecord) -> Pool:
+    """The members (and the base) of ``models``, each of the anchor's family and layout."""
+    models = cfg.models
     with timed(record, "loading"):
-        a = load_encoder(cfg.pair.a, cfg.device)
-        b = load_encoder(cfg.pair.b, cfg.device)
-        check_mergeable(a, b)
-    return a, b
+        members = {str(n): load_encoder(path, cfg.device) for n, path in models.members.items()}
+        base = load_encoder(models.base, cfg.device) if models.get("base") else None
+        pool = Pool(members, str(models.anchor), base)
+        pool.check()
+    return pool
+
+
+def pool_paths(cfg: DictConfig) -> list[str]:
+    """Every checkpoint the job reads: the members in order, then the base."""
+    models = cfg.models
+    return [
+        *(str(p) for p in models.members.values()),
+        *([models.base] if models.get("base") else []),
+    ]
 
 
 def calibrate_pair(
@@ -240,57 +253,69 @@ def by_source(clips: list, dirs: list[str], rate: int) -> dict[str, dict[str, fl
 
 def align_and_combine(
     cfg: DictConfig,
-    a: Encoder,
-    b: Encoder,
-    stats: dict[str, PointStats],
+    pool: Pool,
+    stats: dict[str, dict[str, PointStats]],
     clips: list,
     inputs: Inputs,
     out: Path,
     record: JobRecord,
-) -> MergeResult:
-    """Match, permute B, combine (and refine); which unit of B went where is saved."""
+) -> PoolMergeResult:
+    """Match, permute every other member onto the anchor, combine (and refine); which unit of
+    each went where is saved (a pair: B's groups; a larger pool: ``member/group``)."""
     p = cfg.permute
     scope = Scope(cnn=p.cnn, ffn=p.ffn, attn=p.attn, res=p.res, vo_point=p.get("vo_point", "v"))
-    result = merge(a, b, stats, scope, inputs.merger, inputs.matcher, clips)
+    result = merge_pool(pool, stats, scope, inputs.merger, inputs.matcher, clips)
     if cfg.get("parent") is not None:  # the parent's weights (exact); its input convention too
-        result.encoder.normalize = {"a": a, "b": b}[cfg.parent].normalize
+        result.encoder.normalize = pool.members[cfg.parent].normalize
     record.seconds.update(result.seconds)
+    pair = len(pool.members) == 2
+    flat = {
+        (g if pair else f"{member}/{g}"): index.contiguous()
+        for member, groups in result.perms.items()
+        for g, index in groups.items()
+    }
     perms = out / "permutations.safetensors"  # compare jobs by it
-    write_atomically(
-        perms,
-        lambda tmp: save_file({g: p.contiguous() for g, p in result.perms.items()}, str(tmp)),
-    )
+    write_atomically(perms, lambda tmp: save_file(flat, str(tmp)))
     record.scope = OmegaConf.to_container(p)
     record.match = inputs.matcher.name
     refined = {"refined": result.refined} if result.refined else {}
     record.merge = {**inputs.merger.describe(), **refined}
     record.alpha = record.merge.get("alpha")
-    record.alignment = result.alignment
+    record.alignment = [
+        row if pair else {"member": member, **row}
+        for member, rows in result.alignment.items()
+        for row in rows
+    ]
     record.permutations = str(perms)
+    groups = DEFAULT_HEATMAPS if cfg.heatmaps is None else cfg.heatmaps
     with timed(record, "plots"):
         record.plots = [
             str(
                 plot_alignment(
                     result.spec,
-                    stats,
-                    result.perms,
+                    stats[member],
+                    result.perms[member],
                     g,
-                    out / "plots" / f"corr_{g}.png",
+                    out / "plots" / (f"corr_{g}.png" if pair else f"corr_{member}_{g}.png"),
                     data=cfg.heatmaps_data,
                 )
             )
-            for g in (DEFAULT_HEATMAPS if cfg.heatmaps is None else cfg.heatmaps)
-            if g in result.perms and all(p in stats for p in result.spec[g].points)
+            for member in pool.others
+            for g in groups
+            if g in result.perms[member] and all(q in stats[member] for q in result.spec[g].points)
         ]
     return result
 
 
 def export_merged(
-    cfg: DictConfig, result: MergeResult, a: Encoder, b: Encoder, out: Path, record: JobRecord
+    cfg: DictConfig, result: PoolMergeResult, pool: Pool, out: Path, record: JobRecord
 ) -> None:
+    a, b = (pool.members[n] for n in (pool.anchor, pool.others[0]))
     card = {
         "a": a.source,
         "b": b.source,
+        **({} if len(pool.members) == 2 else {"members": {n: e.source for n, e in pool}}),
+        **({"base": pool.base.source} if pool.base is not None else {}),
         "scope": cfg.permute.name,
         "match": record.match,
         "merge": record.merge,
@@ -306,7 +331,7 @@ def export_merged(
 
 
 def evaluate_merged(
-    cfg: DictConfig, result: MergeResult, a: Encoder, b: Encoder, inputs: Inputs, out: Path,
+    cfg: DictConfig, result: PoolMergeResult, a: Encoder, b: Encoder, inputs: Inputs, out: Path,
     record: JobRecord,
 ) -> None:  # fmt: skip
     from eval.evaluate import evaluate, evaluate_s3prl  # merging never depends on eval
@@ -331,17 +356,19 @@ def evaluate_merged(
     record.evaluation = Evaluation.from_dict(evaluation)
 
 
-def merge_job(
-    cfg: DictConfig, out: Path, inputs: Inputs, a: Encoder, b: Encoder, record: JobRecord
-) -> None:
-    """conf -> merging -> eval, stage by stage, each filling its part of ``record``."""
+def merge_job(cfg: DictConfig, out: Path, inputs: Inputs, pool: Pool, record: JobRecord) -> None:
+    """conf -> merging -> eval, stage by stage, each filling its part of ``record``. The
+    references are the anchor (speech) and the next member (music)."""
     torch.manual_seed(cfg.seed)
-    stats, clips = calibrate_pair(cfg, a, b, inputs, record)
-    result = align_and_combine(cfg, a, b, stats, clips, inputs, out, record)
+    anchor = pool.members[pool.anchor]
+    stats, clips = {}, []
+    for name in pool.others:  # the same clips for every member: cached per pair of encoders
+        stats[name], clips = calibrate_pair(cfg, anchor, pool.members[name], inputs, record)
+    result = align_and_combine(cfg, pool, stats, clips, inputs, out, record)
     if cfg.save_merged:
-        export_merged(cfg, result, a, b, out, record)
+        export_merged(cfg, result, pool, out, record)
     if cfg.eval.get("suite") is not None:
-        evaluate_merged(cfg, result, a, b, inputs, out, record)
+        evaluate_merged(cfg, result, anchor, pool.members[pool.others[0]], inputs, out, record)
 
 
 class Terminated(KeyboardInterrupt):
@@ -409,7 +436,7 @@ def tracking_identity(cfg: DictConfig, hc: DictConfig, out: Path) -> tuple[str, 
 
 def prepare(
     cfg: DictConfig, hc: DictConfig, out: Path, record: JobRecord
-) -> tuple[Inputs, Encoder, Encoder] | None:
+) -> tuple[Inputs, Pool] | None:
     """Everything a job checks before its work: the config's values, the inputs, the job's
     identity (None: an ok record of it is already there), the encoders and what depends on
     them. An error here leaves the job dir's record and outputs as they were."""
@@ -418,13 +445,16 @@ def prepare(
     check_cache_dir(cfg.paths.cache)
     check_parent(cfg)
     inputs = gather_inputs(cfg)
-    record.checkpoints = checkpoint_stamp([cfg.pair.a, cfg.pair.b])
+    record.checkpoints = checkpoint_stamp(pool_paths(cfg))
     record.code = code_stamp(plugins=targets(record.config))
     record.data = inputs.stamp()
     identity = (record.config, record.checkpoints, record.code, record.data)
     if cfg.resume and finished(out, *identity):
         return None
-    a, b = load_pair(cfg, record)
+    names = [str(n) for n in cfg.models.members]  # before loading: a method that cannot
+    inputs.merger.check_pool(names, bool(cfg.models.get("base")))  # merge them costs nothing
+    pool = load_pool(cfg, record)
+    a = pool.members[pool.anchor]
     spec_groups = {
         g.name
         for split in (False, True)
@@ -432,7 +462,7 @@ def prepare(
     }
     check_heatmaps(cfg, spec_groups)
     inputs.merger.check(a.config)
-    return inputs, a, b
+    return inputs, pool
 
 
 def run_job(cfg: DictConfig, hc: DictConfig, out: Path) -> JobRecord | None:
@@ -462,14 +492,14 @@ def run_job(cfg: DictConfig, hc: DictConfig, out: Path) -> JobRecord | None:
     if prepared is None:
         log.info("skipped %s: its results.json is ok for this config (resume=false reruns)", out)
         return None
-    inputs, a, b = prepared
+    inputs, pool = prepared
     # Claim the dir before touching anything in it: from here on a kill leaves a "running"
     # record of this config, never an earlier job's "ok" beside this job's weights.
     save_record(out, record)
     clear_rejection(out)
     previous = on_sigterm(_terminated)  # Slurm preemption: recorded like Ctrl-C
     try:
-        merge_job(cfg, out, inputs, a, b, record)
+        merge_job(cfg, out, inputs, pool, record)
         record.outputs = outputs_digest(out, OUTPUTS)
         record.status = "ok"
     except (KeyboardInterrupt, SystemExit):  # Lightning turns an interrupt into SystemExit

@@ -126,3 +126,62 @@ def test_task_vector_methods_merge_members_of_a_shared_base():
             torch.testing.assert_close(got[k], w)
     with pytest.raises(ValueError, match="density"):
         Ties(weights, density=1.5)
+
+
+def pool_job(root, out, *overrides: str) -> list[str]:
+    """run.py's overrides for a quiet job merging the pool {a, b, c} of ``root``."""
+    members = ",".join(f"{n}:{root / n.upper()}" for n in "abc")
+    return [
+        "models=local",
+        f"models.members={{{members}}}",
+        "models.anchor=a",
+        f"calibration.dirs=[{root / 'calib'}]",
+        "calibration.size=3",
+        "eval=none",
+        "logger=none",
+        "progress=false",
+        f"paths.cache={root / 'cache'}",
+        f"hydra.run.dir={out}",
+        *overrides,
+    ]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_command_line_merges_three_members_back_into_the_anchor(family, tmp_path):
+    import json
+
+    from merging.load import load_encoder
+    from merging.merge import export
+    from tests.helpers import run_py
+    from tests.test_audio import write_mixed_folder
+
+    a = random_encoder(tiny_config(family), 0)
+    for name, encoder in (("A", a), ("B", permuted_copy(a, 7)), ("C", permuted_copy(a, 8))):
+        export(encoder, tmp_path / name)
+    write_mixed_folder(tmp_path / "calib")
+    weights = "merge.weights={a:0.4,b:0.3,c:0.3}"
+    done = run_py(*pool_job(tmp_path, tmp_path / "aligned", "permute=fnn_attn", weights))
+    assert done.returncode == 0, done.stderr[-3000:]
+    want = hidden(load_encoder(tmp_path / "A"))
+    assert max_diff(hidden(load_encoder(tmp_path / "aligned" / "merged")), want) < 1e-4
+    record = json.loads((tmp_path / "aligned" / "results.json").read_text())
+    assert {row["member"] for row in record["alignment"]} == {"b", "c"}
+    assert record["merge"] == {"method": "linear", "weights": {"a": 0.4, "b": 0.3, "c": 0.3}}
+    if family == "hubert":  # unaligned, the same weights do not give A back
+        done = run_py(*pool_job(tmp_path, tmp_path / "plain", "permute=none", weights))
+        assert done.returncode == 0, done.stderr[-3000:]
+        merged = hidden(load_encoder(tmp_path / "plain" / "merged"))
+        assert max_diff(merged, want) > 1e-2
+
+
+def test_a_pool_the_method_cannot_merge_is_refused_before_loading(tmp_path):
+    import json
+
+    from tests.helpers import run_py
+    from tests.test_audio import write_mixed_folder
+
+    write_mixed_folder(tmp_path / "calib")  # and no checkpoints: nothing is loaded
+    done = run_py(*pool_job(tmp_path, tmp_path / "job", "merge.alpha=0.5"))
+    assert done.returncode == 2
+    error = json.loads((tmp_path / "job" / "results.json").read_text())["error"]
+    assert "merge.alpha weighs two encoders; the pool has 3 (a, b, c)" in error
