@@ -107,10 +107,13 @@ def check_config(cfg: DictConfig) -> tuple[Matcher, Merger]:
         raise TypeError(f"merge: {type(merger).__name__} is not a merging.combine.Merger")
     if size == 0 and merger.needs_clips:
         raise ValueError(f"merge={merger.name} needs calibration clips: calibration.size >= 1")
-    if size == 0 and getattr(matcher, "needs_calibration", True):
+    p = cfg.permute
+    aligns = p.cnn or p.ffn or p.attn != "none" or p.res  # permute=none: nothing to match
+    if size == 0 and aligns and getattr(matcher, "needs_calibration", True):
         raise ValueError(
             f"match={getattr(matcher, 'name', matcher)} matches on calibration statistics: "
-            "calibration.size must be at least 1 (match=weight needs none)"
+            "calibration.size must be at least 1 (match=weight needs none; permute=none "
+            "aligns nothing)"
         )
     return matcher, merger
 

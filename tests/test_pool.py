@@ -185,3 +185,55 @@ def test_a_pool_the_method_cannot_merge_is_refused_before_loading(tmp_path):
     assert done.returncode == 2
     error = json.loads((tmp_path / "job" / "results.json").read_text())["error"]
     assert "merge.alpha weighs two encoders; the pool has 3 (a, b, c)" in error
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["merge=task_arithmetic", "merge=ties merge.density=1.0", "merge=dare merge.density=1.0"],
+)
+def test_task_vectors_of_a_shared_base_from_the_command_line(method, tmp_path):
+    """Members B0 + tau1 and B0 + tau2 (disjoint entries), merged with weights 1 and 1 and no
+    pass over audio (permute=none is these methods' default, calibration.size=0): B0 + tau1 +
+    tau2."""
+    import json
+
+    from merging.load import load_encoder
+    from merging.merge import export
+    from tests.helpers import run_py
+
+    base = random_encoder(tiny_config(), 0)
+    export(base, tmp_path / "B0")
+    state = base.model.state_dict()
+    want = {k: t.clone() for k, t in state.items()}
+    for i in range(2):
+        member, gen = copy.deepcopy(base), torch.Generator().manual_seed(20 + i)
+        tuned = {}
+        for key, t in state.items():
+            mask = (torch.arange(t.numel()) % 2 == i).view(t.shape)
+            tau = 0.01 * torch.randn(t.shape, generator=gen) * mask if t.is_floating_point() else 0
+            tuned[key] = t + tau
+            want[key] = want[key] + tau
+        member.model.load_state_dict(tuned)
+        export(member, tmp_path / f"M{i + 1}")
+    out = tmp_path / "job"
+    done = run_py(
+        "models=local",
+        f"models.members={{m1:{tmp_path / 'M1'},m2:{tmp_path / 'M2'}}}",
+        "models.anchor=m1",
+        f"models.base={tmp_path / 'B0'}",
+        *method.split(),
+        "merge.weights={m1:1.0,m2:1.0}",
+        "calibration.size=0",
+        "eval=none",
+        "logger=none",
+        "progress=false",
+        f"paths.cache={tmp_path / 'cache'}",
+        f"hydra.run.dir={out}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = load_encoder(out / "merged").model.state_dict()
+    for key, w in want.items():
+        torch.testing.assert_close(got[key], w, atol=1e-6, rtol=1e-5)
+    record = json.loads((out / "results.json").read_text())
+    assert record["scope"]["name"] == "none" and record["calibration"]["clips"] == 0
+    assert record["merge"]["method"] == method.split()[0].split("=")[1]
