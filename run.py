@@ -317,7 +317,11 @@ def export_merged(
     card = {
         "a": a.source,
         "b": b.source,
-        **({} if len(pool.members) == 2 else {"members": {n: e.source for n, e in pool}}),
+        **(
+            {}
+            if len(pool.members) == 2
+            else {"members": {n: e.source for n, e in pool}, "anchor": pool.anchor}
+        ),
         **({"base": pool.base.source} if pool.base is not None else {}),
         "scope": cfg.permute.name,
         "match": record.match,

@@ -16,12 +16,21 @@ def _value(v: Any) -> str:
 def model_card(card: Mapping[str, Any], model_class: str) -> str:
     """Markdown with YAML front matter from ``card`` (run.py's ``merge.json``: ``a``, ``b``,
     ``scope``, ``match``, ``merge``, ``calibration``, ``code``; missing parts left out)."""
-    parents = [str(card[k]) for k in ("a", "b") if card.get(k)]
+    members = card.get("members") or {}  # a pool of more than two: every member by name
+    parents = [str(v) for v in members.values()] or [
+        str(card[k]) for k in ("a", "b") if card.get(k)
+    ]
     front = ["---", "library_name: transformers", "tags:", "- merge", "- audio"]
     if parents:
         front += ["base_model:", *(f"- {json.dumps(p)}" for p in parents)]
     rows = [
-        ("parents", " and ".join(f"`{p}`" for p in parents) + " (B aligned to A)"),
+        (
+            "parents",
+            ", ".join(f"{n}: `{v}`" for n, v in members.items())
+            + f" (aligned to {card.get('anchor')})"
+            if members
+            else " and ".join(f"`{p}`" for p in parents) + " (B aligned to A)",
+        ),
         ("permutation scope", _value(card.get("scope"))),
         ("matcher", _value(card.get("match"))),
         ("merge method", _value(card.get("merge"))),
@@ -42,9 +51,14 @@ def model_card(card: Mapping[str, Any], model_class: str) -> str:
         "",
         f"# Merged encoder: {' + '.join(parents) or 'two encoders'}",
         "",
-        "Made by merging two encoders of one architecture: B's units aligned to A's (the "
-        "permutation scope and the matcher below, on the calibration clips), then the weights "
-        "combined by the merge method. `merge.json` holds the same recipe as data.",
+        (
+            f"Made by merging {len(members)} encoders of one architecture: every member's units "
+            "aligned to the anchor's"
+            if members
+            else "Made by merging two encoders of one architecture: B's units aligned to A's"
+        )
+        + " (the permutation scope and the matcher below, on the calibration clips), then the "
+        "weights combined by the merge method. `merge.json` holds the same recipe as data.",
         "",
         "| | |",
         "|---|---|",

@@ -38,10 +38,11 @@ def scalars(record: JobRecord) -> dict[str, float]:
         out[f"interval/{name}_lo"], out[f"interval/{name}_hi"] = lo, hi
     for name, v in evaluation.floors.items():
         out[f"floor/{name}"] = v
-    for row in record.alignment:
+    for row in record.alignment:  # a pool's rows name their member
+        where = f"{row['member']}/{row['group']}" if "member" in row else row["group"]
         for key in ("moved", "corr_before", "corr_after"):
             if row.get(key) is not None:
-                out[f"alignment/{row['group']}/{key}"] = row[key]
+                out[f"alignment/{where}/{key}"] = row[key]
     for name, v in record.seconds.items():
         out[f"seconds/{name}"] = v
     if record.total_seconds is not None:
