@@ -83,6 +83,8 @@ def check_parent(cfg: DictConfig) -> None:
         return
     if cfg.parent not in PARENT_ALPHA:
         raise ValueError(f"parent must be a, b or null, got {cfg.parent!r}")
+    if list(cfg.models.members) != list(PARENT_ALPHA) or cfg.models.anchor != "a":
+        raise ValueError(f"parent={cfg.parent} scores a member of a pair (models=pair) alone")
     p = cfg.permute
     aligned = bool(p.cnn or p.ffn or p.res or p.attn != "none")
     if cfg.merge.get("alpha") != PARENT_ALPHA[cfg.parent] or aligned:

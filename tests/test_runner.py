@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 GROUPS = (
     "pair",
+    "models",
     "permute",
     "match",
     "merge",
@@ -71,7 +72,12 @@ def options(group: str) -> list[str]:
     "group,option", [(g, o) for g in GROUPS for o in options(g)], ids=lambda v: str(v)
 )
 def test_every_option_of_every_group_composes(group, option):
-    required = {("eval", "folder"): ["eval.root=/data/task"]}  # its one mandatory value
+    weights = ["merge.weights={a:1.0,b:1.0}"]
+    required = {  # their mandatory values
+        ("eval", "folder"): ["eval.root=/data/task"],
+        ("models", "local"): ["models.members={a:/ckpt/a,b:/ckpt/b}", "models.anchor=a"],
+        **{("merge", m): weights for m in ("task_arithmetic", "ties", "dare")},
+    }
     cfg = composed(f"{group}={option}", *required.get((group, option), []))
     if group == "experiment":
         assert cfg.experiment_id == option
