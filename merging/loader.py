@@ -186,3 +186,13 @@ def clip_batches(
         workers = 0
     workers = default_workers() if workers is None else workers
     return Stream(_Waves(clips), batches, [c.name for c in clips], workers)
+
+
+def each_clip(clips: Sequence[Clip], workers: int | None = None) -> Stream:
+    """Every clip's waveform, one per batch in the given order (a pass whose sums must not
+    depend on batching), decoded a few clips ahead by ``workers`` processes (None:
+    ``default_workers``; clips held in memory need none)."""
+    if all(c.held is not None for c in clips):
+        workers = 0
+    workers = default_workers() if workers is None else workers
+    return Stream(_Waves(clips), [[k] for k in range(len(clips))], [c.name for c in clips], workers)

@@ -22,6 +22,7 @@ import torch
 
 from merging.combine import Linear
 from merging.forward import encode
+from merging.loader import each_clip
 
 EPS = 1e-8
 
@@ -69,9 +70,9 @@ def unit_moments(encoder, points: Sequence[RepairPoint], clips) -> dict[str, tor
     model = encoder.model
     handles = [model.get_submodule(p.module).register_forward_hook(hook(p)) for p in points]
     try:
-        for clip in clips:
-            wave = clip.wave[None, :]
-            encode(encoder, wave, torch.tensor([wave.shape[1]]))
+        with each_clip(clips).guard() as loaded:  # decoded ahead, in worker processes
+            for (wave,) in loaded:
+                encode(encoder, wave[None, :], torch.tensor([wave.shape[0]]))
     finally:
         for h in handles:
             h.remove()
