@@ -37,7 +37,7 @@ from checks import (
 )
 from merging.analysis import plot_alignment
 from merging.audio import calibration_clips, list_audio
-from merging.calibrate import PointStats, cached_calibrate
+from merging.calibrate import PointStats, cached_calibrate_pool
 from merging.combine import Merger
 from merging.families import register
 from merging.files import write_atomically
@@ -208,15 +208,17 @@ def pool_paths(cfg: DictConfig) -> list[str]:
     ]
 
 
-def calibrate_pair(
-    cfg: DictConfig, a: Encoder, b: Encoder, inputs: Inputs, record: JobRecord
-) -> tuple[dict[str, PointStats], list]:
-    """Both encoders' statistics at every merge point, over the calibration clips (cached);
-    none at all with ``calibration.size=0`` (a data-free matcher)."""
+def calibrate_pool(
+    cfg: DictConfig, pool: Pool, inputs: Inputs, record: JobRecord
+) -> tuple[dict[str, dict[str, PointStats]], list]:
+    """Per member, the anchor x member statistics at every merge point, over the calibration
+    clips, in one pass (cached); none at all with ``calibration.size=0`` (a data-free matcher,
+    or nothing aligned)."""
     cal = cfg.calibration
+    a = pool.members[pool.anchor]
     if cal.size == 0:
         record.calibration = {"clips": 0, "requested": 0, "skipped": 0, "cached": False}
-        return {}, []
+        return {name: {} for name in pool.others}, []
     clips, skipped = calibration_clips(
         inputs.calibration_dirs,
         cal.size,
@@ -227,8 +229,9 @@ def calibrate_pair(
         cal.get("workers"),
     )
     with timed(record, "calibration"):
-        stats, cached = cached_calibrate(
-            a, b, clips, cfg.paths.cache, cal.batch_size, cfg.progress,
+        stats, cached = cached_calibrate_pool(
+            a, {n: pool.members[n] for n in pool.others}, clips, cfg.paths.cache,
+            cal.batch_size, cfg.progress,
             cal.get("max_frame_rate"), cal.get("workers"),
             OmegaConf.to_container(cfg.trainer, resolve=True),
         )  # fmt: skip
@@ -369,15 +372,13 @@ def merge_job(cfg: DictConfig, out: Path, inputs: Inputs, pool: Pool, record: Jo
     """conf -> merging -> eval, stage by stage, each filling its part of ``record``. The
     references are the anchor (speech) and the next member (music)."""
     torch.manual_seed(cfg.seed)
-    anchor = pool.members[pool.anchor]
-    stats, clips = {}, []
-    for name in pool.others:  # the same clips for every member: cached per pair of encoders
-        stats[name], clips = calibrate_pair(cfg, anchor, pool.members[name], inputs, record)
+    stats, clips = calibrate_pool(cfg, pool, inputs, record)
     result = align_and_combine(cfg, pool, stats, clips, inputs, out, record)
     if cfg.save_merged:
         export_merged(cfg, result, pool, out, record)
     if cfg.eval.get("suite") is not None:
-        evaluate_merged(cfg, result, anchor, pool.members[pool.others[0]], inputs, out, record)
+        a, b = (pool.members[n] for n in (pool.anchor, pool.others[0]))
+        evaluate_merged(cfg, result, a, b, inputs, out, record)
 
 
 class Terminated(KeyboardInterrupt):

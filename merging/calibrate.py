@@ -218,6 +218,35 @@ def frame_steps(config: HubertConfig, sample_rate: int, max_frame_rate: float | 
 Fold = Callable[[str, torch.Tensor, torch.Tensor, Sequence[int]], None]
 
 
+def _frames(config: HubertConfig, lengths: torch.Tensor, steps: dict[int, int]) -> dict:
+    """Per conv layer (and -1, the transformer), each clip's frames read at its step."""
+    frames = dict(enumerate(n.tolist() for n in conv_output_lengths(lengths, config)))
+    frames[-1] = frames[len(frames) - 1]
+    return {i: [-(-n // steps[i]) for n in lengths] for i, lengths in frames.items()}
+
+
+def _activations(
+    encoder: Encoder,
+    points: Sequence[Point],
+    wave: torch.Tensor,
+    lengths: torch.Tensor,
+    steps: dict[int, int],
+) -> dict[str, torch.Tensor]:
+    """One forward pass; every point's activation, time-major."""
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(p: Point, x: torch.Tensor) -> None:
+        # kept by reference (the encoder does not write to it again), time-major; a
+        # subsampled point as a compact copy, so the full activation is freed at once
+        x = x.transpose(1, 2) if p.channels_first else x
+        step = steps[p.conv_layer]
+        store[p.name] = x if step == 1 else x[:, ::step].contiguous()
+
+    with _hooks(encoder.model, points, keep):
+        encode(encoder, wave, lengths)
+    return store
+
+
 def _accumulate_batch(
     a: Encoder,
     b: Encoder,
@@ -232,26 +261,54 @@ def _accumulate_batch(
     reads any more, instead of copying each of B's while B still needs it.
     """
     wave, lengths = pad_batch(waves)
-    frames = dict(enumerate(n.tolist() for n in conv_output_lengths(lengths, a.config)))
-    frames[-1] = frames[len(frames) - 1]
-    frames = {i: [-(-n // steps[i]) for n in lengths] for i, lengths in frames.items()}
-    kept: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] = ({}, {})
-
-    for encoder, store in zip((a, b), kept, strict=True):
-
-        def keep(p: Point, x: torch.Tensor, store: dict = store) -> None:
-            # kept by reference (the encoder does not write to it again), time-major; a
-            # subsampled point as a compact copy, so the full activation is freed at once
-            x = x.transpose(1, 2) if p.channels_first else x
-            step = steps[p.conv_layer]
-            store[p.name] = x if step == 1 else x[:, ::step].contiguous()
-
-        with _hooks(encoder.model, points, keep):
-            encode(encoder, wave, lengths)
-    from_a, from_b = kept
+    frames = _frames(a.config, lengths, steps)
+    from_a = _activations(a, points, wave, lengths, steps)
+    from_b = _activations(b, points, wave, lengths, steps)
     for p in points:
         fold(p.name, from_a.pop(p.name), from_b.pop(p.name), frames[p.conv_layer])
         # each point's memory goes back as soon as it is folded in
+
+
+def calibrate_pool(
+    anchor: Encoder,
+    members: Mapping[str, Encoder],
+    clips: Sequence[Clip],
+    batch_size: int = 8,
+    progress: bool = True,
+    max_frame_rate: float | None = None,
+    workers: int | None = None,
+) -> dict[str, dict[str, PointStats]]:
+    """One pass over the clips for a pool: per batch the anchor runs once and every member
+    after it; per member the anchor x member statistics, equal to :func:`calibrate`'s for that
+    pair (the same batches and sums; the anchor's activations are copied, not consumed)."""
+    if batch_size < 1:
+        raise ValueError(f"calibration batch size must be >= 1, got {batch_size}")
+    steps = frame_steps(anchor.config, anchor.sample_rate, max_frame_rate)
+    points = anchor.family.points(anchor.config)
+    moments: dict[str, dict[str, CrossMoments]] = {name: {} for name in members}
+    seconds = sum(c.samples for c in clips) / anchor.sample_rate
+    loaded = clip_batches(clips, batch_size, workers)
+    bar = tqdm(
+        total=len(loaded),
+        desc=f"calibrating {len(members)} members on {seconds:.0f} s",
+        unit="batch",
+        disable=not progress,
+    )
+    with loaded.guard():
+        for waves in loaded:
+            wave, lengths = pad_batch(waves)
+            frames = _frames(anchor.config, lengths, steps)
+            from_anchor = _activations(anchor, points, wave, lengths, steps)
+            for name, member in members.items():
+                from_member = _activations(member, points, wave, lengths, steps)
+                for p in points:
+                    xa, xb = from_anchor[p.name], from_member.pop(p.name)
+                    if p.name not in moments[name]:
+                        moments[name][p.name] = CrossMoments(xa.shape[-1], xb.shape[-1], xa.device)
+                    moments[name][p.name].update(xa, xb, frames[p.conv_layer])
+            bar.update()
+    bar.close()
+    return {n: {k: m.finalize() for k, m in points_of.items()} for n, points_of in moments.items()}
 
 
 def calibrate(
@@ -425,4 +482,61 @@ def cached_calibrate(
         return cached, True
     stats = calibrate(a, b, clips, batch_size, progress, max_frame_rate, workers, trainer)
     write_atomically(path, lambda tmp: torch.save({k: v.to_dict() for k, v in stats.items()}, tmp))
+    return stats, False
+
+
+def cached_calibrate_pool(
+    anchor: Encoder,
+    members: Mapping[str, Encoder],
+    clips: Sequence[Clip],
+    cache_dir: str | Path | None,
+    batch_size: int = 8,
+    progress: bool = True,
+    max_frame_rate: float | None = None,
+    workers: int | None = None,
+    trainer: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, dict[str, PointStats]], bool]:
+    """The anchor x member statistics of every member, cached under one key over the whole
+    pool (one member: :func:`cached_calibrate`'s entry, as a pair has always been). A pass
+    spread over devices runs once per member."""
+    settings = (batch_size, progress, max_frame_rate, workers)
+    if len(members) == 1 or spread(trainer) is not None:
+        done = {
+            name: cached_calibrate(anchor, m, clips, cache_dir, *settings, trainer)
+            for name, m in members.items()
+        }
+        return {n: stats for n, (stats, _) in done.items()}, all(c for _, c in done.values())
+    if cache_dir is None:
+        return calibrate_pool(anchor, members, clips, *settings), False
+    encoders = [anchor, *members.values()]
+    key = hashlib.blake2b(
+        json.dumps(
+            {
+                "version": STATS_VERSION,
+                "code": source_digest("merging.calibrate", *family_modules(*encoders)),
+                "anchor": model_digest(anchor.model),
+                "members": {n: model_digest(m.model) for n, m in members.items()},
+                "clips": fingerprint_clips(clips),
+                "rate": anchor.sample_rate,
+                "normalize": [e.normalize for e in encoders],
+                "steps": frame_steps(anchor.config, anchor.sample_rate, max_frame_rate),
+            },
+            sort_keys=True,
+        ).encode(),
+        digest_size=16,
+    ).hexdigest()
+    path = Path(cache_dir) / "calibration" / f"pool-{key}.pt"
+    cached = read_cache(
+        path,
+        lambda p: {
+            n: {k: PointStats(**v) for k, v in stats.items()}
+            for n, stats in torch.load(p, map_location="cpu", weights_only=True).items()
+        },
+        list(members),
+    )
+    if cached is not None:
+        return cached, True
+    stats = calibrate_pool(anchor, members, clips, *settings)
+    saved = {n: {k: v.to_dict() for k, v in s.items()} for n, s in stats.items()}
+    write_atomically(path, lambda tmp: torch.save(saved, tmp))
     return stats, False

@@ -55,6 +55,28 @@ def test_three_members_aligned_to_the_anchor_give_it_back(family):
     assert max_diff(hidden(plain.encoder), hidden(a)) > 1e-2
 
 
+def test_one_pass_over_a_pool_gives_each_pairs_statistics(tmp_path):
+    import dataclasses
+
+    from merging.calibrate import cached_calibrate_pool, calibrate_pool
+
+    a, b, c = (random_encoder(tiny_config(), s) for s in (0, 1, 2))
+    clips = synthetic_clips(7, 16000, 0.5, 0)
+    pooled = calibrate_pool(a, {"b": b, "c": c}, clips, batch_size=3, progress=False)
+    for name, member in (("b", b), ("c", c)):
+        pair = calibrate(a, member, clips, batch_size=3, progress=False)
+        assert set(pooled[name]) == set(pair)
+        for point, want in pair.items():
+            for field in dataclasses.fields(want):
+                got, expected = getattr(pooled[name][point], field.name), getattr(want, field.name)
+                assert torch.equal(got, expected) if torch.is_tensor(got) else got == expected
+    members = {"b": b, "c": c}
+    first, cached = cached_calibrate_pool(a, members, clips, tmp_path, 3, False)
+    again, hit = cached_calibrate_pool(a, members, clips, tmp_path, 3, False)
+    assert not cached and hit and torch.equal(first["c"]["ffn.0"].corr, again["c"]["ffn.0"].corr)
+    assert len(list((tmp_path / "calibration").glob("pool-*.pt"))) == 1  # one entry, the pool
+
+
 def test_the_pair_is_the_two_member_pool_bit_for_bit():
     a, b = random_encoder(tiny_config(), 0), random_encoder(tiny_config(), 1)
     stats = calibrate(a, b, synthetic_clips(4, 16000, 0.5, 0), progress=False)
