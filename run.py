@@ -368,17 +368,38 @@ def evaluate_merged(
     record.evaluation = Evaluation.from_dict(evaluation)
 
 
+def references(cfg: DictConfig) -> tuple[str, str]:
+    """The members whose scores normalise the speech and the music tasks (``ref_A``, ``ref_B``
+    of the score formula): ``models.references`` where set, else the anchor and the next
+    member."""
+    members = [str(n) for n in cfg.models.members]
+    anchor = str(cfg.models.anchor)
+    chosen = dict(cfg.models.get("references") or {})
+    unknown = set(chosen) - {"speech", "music"}
+    if unknown:
+        raise ValueError(f"models.references: unknown domains {sorted(unknown)} (speech, music)")
+    speech = str(chosen.get("speech") or anchor)
+    music = str(chosen.get("music") or next(n for n in members if n != anchor))
+    for domain, name in (("speech", speech), ("music", music)):
+        if name not in members:
+            raise ValueError(
+                f"models.references.{domain}={name} is not a member ({', '.join(members)})"
+            )
+    if speech == music:
+        raise ValueError(f"models.references: {speech} cannot normalise both domains")
+    return speech, music
+
+
 def merge_job(cfg: DictConfig, out: Path, inputs: Inputs, pool: Pool, record: JobRecord) -> None:
-    """conf -> merging -> eval, stage by stage, each filling its part of ``record``. The
-    references are the anchor (speech) and the next member (music)."""
+    """conf -> merging -> eval, stage by stage, each filling its part of ``record``."""
     torch.manual_seed(cfg.seed)
     stats, clips = calibrate_pool(cfg, pool, inputs, record)
     result = align_and_combine(cfg, pool, stats, clips, inputs, out, record)
     if cfg.save_merged:
         export_merged(cfg, result, pool, out, record)
     if cfg.eval.get("suite") is not None:
-        a, b = (pool.members[n] for n in (pool.anchor, pool.others[0]))
-        evaluate_merged(cfg, result, a, b, inputs, out, record)
+        speech, music = references(cfg)
+        evaluate_merged(cfg, result, pool.members[speech], pool.members[music], inputs, out, record)
 
 
 class Terminated(KeyboardInterrupt):
@@ -461,6 +482,7 @@ def prepare(
     identity = (record.config, record.checkpoints, record.code, record.data)
     if cfg.resume and finished(out, *identity):
         return None
+    references(cfg)  # named members, checked before loading
     names = [str(n) for n in cfg.models.members]  # before loading: a method that cannot
     inputs.merger.check_pool(names, bool(cfg.models.get("base")))  # merge them costs nothing
     pool = load_pool(cfg, record)

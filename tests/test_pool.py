@@ -259,3 +259,20 @@ def test_task_vectors_of_a_shared_base_from_the_command_line(method, tmp_path):
     record = json.loads((out / "results.json").read_text())
     assert record["scope"]["name"] == "none" and record["calibration"]["clips"] == 0
     assert record["merge"]["method"] == method.split()[0].split("=")[1]
+
+
+def test_the_references_are_named_members():
+    import run
+    from tests.test_runner import composed
+
+    pool = ["models=local", "models.members={s:/x,m:/y,g:/z}", "models.anchor=g"]
+    assert run.references(composed()) == ("a", "b")  # the pair: A for speech, B for music
+    assert run.references(composed(*pool)) == ("g", "s")  # the anchor, then the next member
+    assert run.references(composed(*pool, "models.references={speech:s,music:m}")) == ("s", "m")
+    for bad, message in (
+        ("models.references={music:x}", "models.references.music=x is not a member"),
+        ("models.references={speech:g,music:g}", "cannot normalise both"),
+        ("models.references={sound:g}", "unknown domains"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            run.references(composed(*pool, bad))
