@@ -119,11 +119,8 @@ class Linear(Merger):
                     f"merge.alpha weighs two encoders; the pool has {len(members)} "
                     f"({', '.join(members)}): give merge.weights={{name: weight, ...}}"
                 )
-        elif set(self.weights) != set(members):
-            raise ValueError(
-                f"merge.weights names {sorted(self.weights)}, the pool's members are "
-                f"{sorted(members)}: one weight per member"
-            )
+        else:
+            check_named(self.weights, members)
 
     def weight(self, key: str, layers: int) -> float:
         """A's weight for one parameter."""
@@ -179,6 +176,15 @@ def check_weight(value: Any, what: str, upper: float | None = None) -> None:
         if not ok or (upper is not None and v > upper):
             span = f"in [0, {upper:g}] (the weight of A)" if upper is not None else ">= 0"
             raise ValueError(f"{what} must be a number {span}, got {v!r}")
+
+
+def check_named(weights: Mapping[str, Any], members: Sequence[str]) -> None:
+    """``merge.weights`` names exactly the pool's members."""
+    if set(weights) != set(members):
+        raise ValueError(
+            f"merge.weights names {sorted(weights)}, the pool's members are "
+            f"{sorted(members)}: one weight per member"
+        )
 
 
 def component_weight(value: float | Mapping[str, Any], key: str, layers: int) -> float:

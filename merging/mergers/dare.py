@@ -16,6 +16,5 @@ class Dare(TaskVectorMerger):
     seed: int = 0
     name = "dare"
 
-    def combine_pool(self, states, anchor, base=None):
-        self.check_pool(list(states), base is not None)
-        return dare(base, states, self.weights, self.density, self.seed)
+    def apply(self, base, members):
+        return dare(base, members, self.weights, self.density, self.seed)

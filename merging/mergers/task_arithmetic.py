@@ -13,6 +13,5 @@ from merging.taskvectors import task_arithmetic
 class TaskArithmetic(TaskVectorMerger):
     name = "task_arithmetic"
 
-    def combine_pool(self, states, anchor, base=None):
-        self.check_pool(list(states), base is not None)
-        return task_arithmetic(base, states, self.weights)
+    def apply(self, base, members):
+        return task_arithmetic(base, members, self.weights)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from merging.combine import Merger, check_weight
+import torch
+
+from merging.combine import Merger, State, check_named, check_weight
 from merging.taskvectors import check_density
 
 
@@ -33,8 +35,12 @@ class TaskVectorMerger(Merger):
 
     def check_pool(self, members: Sequence[str], has_base: bool) -> None:
         super().check_pool(members, has_base)
-        if set(self.weights) != set(members):
-            raise ValueError(
-                f"merge.weights names {sorted(self.weights)}, the pool's members are "
-                f"{sorted(members)}: one weight per member"
-            )
+        check_named(self.weights, members)
+
+    def combine_pool(self, states, anchor, base=None):
+        self.check_pool(list(states), base is not None)
+        return self.apply(base, states)
+
+    def apply(self, base: State, members: Mapping[str, State]) -> dict[str, torch.Tensor]:
+        """The merged state dict from the base and the members' (none aligned by default)."""
+        raise NotImplementedError

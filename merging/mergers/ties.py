@@ -16,6 +16,5 @@ class Ties(TaskVectorMerger):
     normalize: bool = True  # the agreeing entries' weighted mean; False: their weighted sum
     name = "ties"
 
-    def combine_pool(self, states, anchor, base=None):
-        self.check_pool(list(states), base is not None)
-        return ties(base, states, self.weights, self.density, self.normalize)
+    def apply(self, base, members):
+        return ties(base, members, self.weights, self.density, self.normalize)
