@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -248,6 +249,7 @@ BAD_VALUES = {  # override -> what the message must say
     "merge.alpha={layers:[0.5,0.5,0.5]}": "merge.alpha.layers has 3 weights for 2 layers",
     "DUPLICATE": "is the same folder as",
     "paths.cache=FILE": "paths.cache: cannot write to",
+    "trainer.devices=2": "'auto' would start run.py again on every rank",
 }
 
 
@@ -260,15 +262,19 @@ def test_each_bad_value_fails_before_any_forward_pass_naming_its_key(pair, tmp_p
         "merging.forward:encode:1:before",
     ]
     task = ("eval=folder", f"eval.root={pair / 'task'}")
-    for i, (override, message) in enumerate(BAD_VALUES.items()):
+
+    def refused(i: int, override: str) -> tuple[int, str]:
         extra = {
             "DUPLICATE": f"calibration.dirs=[{pair / 'calib'},{pair / 'calib'}/]",
             "paths.cache=FILE": f"paths.cache={tmp_path / 'file'}",
         }.get(override, override)
-        out = tmp_path / f"job{i}"
-        done = run([*killer, *job(pair, out, 0.9, *task, extra)[2:]])
-        log = done.stdout + done.stderr
-        assert done.returncode == 2 and message in log, (override, log[-1500:])
+        done = run([*killer, *job(pair, tmp_path / f"job{i}", 0.9, *task, extra)[2:]])
+        return done.returncode, done.stdout + done.stderr
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as jobs:  # independent processes
+        results = list(jobs.map(refused, range(len(BAD_VALUES)), BAD_VALUES))
+    for (override, message), (code, log) in zip(BAD_VALUES.items(), results, strict=True):
+        assert code == 2 and message in log, (override, log[-1500:])
 
 
 # --- 7. robust caches and lifecycle ------------------------------------------------------------
