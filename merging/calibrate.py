@@ -33,7 +33,7 @@ from merging.files import read_cache, write_atomically
 from merging.forward import conv_output_lengths, encode, frame_mask, pad_batch
 from merging.identity import model_digest, modules_of, source_digest
 from merging.load import Encoder
-from merging.loader import clip_batches
+from merging.loader import Stream, clip_batches
 from merging.points import Point
 from merging.ranks import gather, spread
 
@@ -281,19 +281,11 @@ def calibrate_pool(
     """One pass over the clips for a pool: per batch the anchor runs once and every member
     after it; per member the anchor x member statistics, equal to :func:`calibrate`'s for that
     pair (the same batches and sums; the anchor's activations are copied, not consumed)."""
-    if batch_size < 1:
-        raise ValueError(f"calibration batch size must be >= 1, got {batch_size}")
+    desc = f"calibrating {len(members)} members"
+    loaded, bar = _batches(clips, batch_size, workers, (0, 1), anchor.sample_rate, progress, desc)
     steps = frame_steps(anchor.config, anchor.sample_rate, max_frame_rate)
     points = anchor.family.points(anchor.config)
     moments: dict[str, dict[str, CrossMoments]] = {name: {} for name in members}
-    seconds = sum(c.samples for c in clips) / anchor.sample_rate
-    loaded = clip_batches(clips, batch_size, workers)
-    bar = tqdm(
-        total=len(loaded),
-        desc=f"calibrating {len(members)} members on {seconds:.0f} s",
-        unit="batch",
-        disable=not progress,
-    )
     with loaded.guard():
         for waves in loaded:
             wave, lengths = pad_batch(waves)
@@ -396,22 +388,33 @@ def stream(
     point's activations to ``fold`` (padded frames included: ``fold`` gets the valid counts).
     Files are decoded a batch at a time by ``workers`` processes (None: one per spare core).
     ``part=(rank, world)``: only that rank's share of the batches."""
-    if batch_size < 1:
-        raise ValueError(f"calibration batch size must be >= 1, got {batch_size}")
+    loaded, bar = _batches(clips, batch_size, workers, part, a.sample_rate, progress, desc)
     steps = frame_steps(a.config, a.sample_rate, max_frame_rate)
-    seconds = sum(c.samples for c in clips) / a.sample_rate
-    loaded = clip_batches(clips, batch_size, workers, part)
-    bar = tqdm(
-        total=len(loaded),
-        desc=f"{desc} on {seconds:.0f} s",
-        unit="batch",
-        disable=not progress,
-    )
     with loaded.guard():
         for waves in loaded:  # similar lengths share a batch
             _accumulate_batch(a, b, points, waves, fold, steps)
             bar.update()
     bar.close()
+
+
+def _batches(
+    clips: Sequence[Clip],
+    batch_size: int,
+    workers: int | None,
+    part: tuple[int, int],
+    rate: int,
+    progress: bool,
+    desc: str,
+) -> tuple[Stream, tqdm]:
+    """The clips' batches of similar length (iterate them inside ``guard()``) and a bar."""
+    if batch_size < 1:
+        raise ValueError(f"calibration batch size must be >= 1, got {batch_size}")
+    seconds = sum(c.samples for c in clips) / rate
+    loaded = clip_batches(clips, batch_size, workers, part)
+    bar = tqdm(
+        total=len(loaded), desc=f"{desc} on {seconds:.0f} s", unit="batch", disable=not progress
+    )
+    return loaded, bar
 
 
 def fingerprint_clips(clips: Sequence[Clip]) -> str:
@@ -435,6 +438,34 @@ def family_modules(*encoders: Encoder) -> tuple[str, ...]:
     )
 
 
+LOAD = {"map_location": "cpu", "weights_only": True}
+
+
+def _key(
+    encoders: Sequence[Encoder], clips: Sequence[Clip], max_frame_rate: float | None, identity: dict
+) -> str:
+    """A cache key: ``identity`` (the weights), the clips, the settings, the code."""
+    first = encoders[0]
+    blob = {
+        "version": STATS_VERSION,
+        "code": source_digest("merging.calibrate", *family_modules(*encoders)),
+        "clips": fingerprint_clips(clips),
+        "rate": first.sample_rate,
+        "normalize": [e.normalize for e in encoders],
+        "steps": frame_steps(first.config, first.sample_rate, max_frame_rate),
+        **identity,
+    }
+    return hashlib.blake2b(json.dumps(blob, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def _dump(stats: Mapping[str, Mapping[str, PointStats]]) -> dict:
+    return {n: {k: v.to_dict() for k, v in points.items()} for n, points in stats.items()}
+
+
+def _load(saved: Mapping[str, Mapping[str, dict]]) -> dict[str, dict[str, PointStats]]:
+    return {n: {k: PointStats(**v) for k, v in points.items()} for n, points in saved.items()}
+
+
 def cached_calibrate(
     a: Encoder,
     b: Encoder,
@@ -452,36 +483,14 @@ def cached_calibrate(
     """
     if cache_dir is None:
         return calibrate(a, b, clips, batch_size, progress, max_frame_rate, workers, trainer), False
-    key = hashlib.blake2b(
-        json.dumps(
-            {
-                "version": STATS_VERSION,
-                "code": source_digest("merging.calibrate", *family_modules(a, b)),
-                "a": model_digest(a.model),
-                "b": model_digest(b.model),
-                "clips": fingerprint_clips(clips),
-                "rate": a.sample_rate,
-                "normalize": [a.normalize, b.normalize],
-                "steps": frame_steps(a.config, a.sample_rate, max_frame_rate),
-            },
-            sort_keys=True,
-        ).encode(),
-        digest_size=16,
-    ).hexdigest()
-    path = Path(cache_dir) / "calibration" / f"{key}.pt"
+    identity = {"a": model_digest(a.model), "b": model_digest(b.model)}
+    path = Path(cache_dir) / "calibration" / f"{_key([a, b], clips, max_frame_rate, identity)}.pt"
     points = [p.name for p in a.family.points(a.config)]
-    cached = read_cache(
-        path,
-        lambda p: {
-            k: PointStats(**v)
-            for k, v in torch.load(p, map_location="cpu", weights_only=True).items()
-        },
-        points,
-    )
+    cached = read_cache(path, lambda p: _load({"pair": torch.load(p, **LOAD)})["pair"], points)
     if cached is not None:
         return cached, True
     stats = calibrate(a, b, clips, batch_size, progress, max_frame_rate, workers, trainer)
-    write_atomically(path, lambda tmp: torch.save({k: v.to_dict() for k, v in stats.items()}, tmp))
+    write_atomically(path, lambda tmp: torch.save(_dump({"pair": stats})["pair"], tmp))
     return stats, False
 
 
@@ -508,35 +517,15 @@ def cached_calibrate_pool(
         return {n: stats for n, (stats, _) in done.items()}, all(c for _, c in done.values())
     if cache_dir is None:
         return calibrate_pool(anchor, members, clips, *settings), False
-    encoders = [anchor, *members.values()]
-    key = hashlib.blake2b(
-        json.dumps(
-            {
-                "version": STATS_VERSION,
-                "code": source_digest("merging.calibrate", *family_modules(*encoders)),
-                "anchor": model_digest(anchor.model),
-                "members": {n: model_digest(m.model) for n, m in members.items()},
-                "clips": fingerprint_clips(clips),
-                "rate": anchor.sample_rate,
-                "normalize": [e.normalize for e in encoders],
-                "steps": frame_steps(anchor.config, anchor.sample_rate, max_frame_rate),
-            },
-            sort_keys=True,
-        ).encode(),
-        digest_size=16,
-    ).hexdigest()
+    identity = {
+        "anchor": model_digest(anchor.model),
+        "members": {n: model_digest(m.model) for n, m in members.items()},
+    }
+    key = _key([anchor, *members.values()], clips, max_frame_rate, identity)
     path = Path(cache_dir) / "calibration" / f"pool-{key}.pt"
-    cached = read_cache(
-        path,
-        lambda p: {
-            n: {k: PointStats(**v) for k, v in stats.items()}
-            for n, stats in torch.load(p, map_location="cpu", weights_only=True).items()
-        },
-        list(members),
-    )
+    cached = read_cache(path, lambda p: _load(torch.load(p, **LOAD)), list(members))
     if cached is not None:
         return cached, True
     stats = calibrate_pool(anchor, members, clips, *settings)
-    saved = {n: {k: v.to_dict() for k, v in s.items()} for n, s in stats.items()}
-    write_atomically(path, lambda tmp: torch.save(saved, tmp))
+    write_atomically(path, lambda tmp: torch.save(_dump(stats), tmp))
     return stats, False

@@ -17,7 +17,7 @@ counters, buffers of integers) are the base's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -48,21 +48,36 @@ def check_density(density: float) -> float:
     return float(density)
 
 
-def task_arithmetic(
-    base: State, members: Mapping[str, State], weights: Mapping[str, float]
+def _merge(
+    base: State,
+    members: Mapping[str, State],
+    weights: Mapping[str, float],
+    combine: Callable[[list[tuple[float, torch.Tensor]]], torch.Tensor],
 ) -> dict[str, torch.Tensor]:
-    """base + sum_i w_i (theta_i - base)."""
+    """base + ``combine``([(w_i, tau_i) per member]) for every floating tensor; the rest the
+    base's."""
     _check(base, members, weights)
     out = {}
     for key, b in base.items():
         if not b.is_floating_point():
             out[key] = b.clone()
             continue
-        delta = torch.zeros_like(b)
-        for name, state in members.items():
-            delta.add_(state[key] - b, alpha=float(weights[name]))
-        out[key] = b + delta
+        out[key] = b + combine([(float(weights[n]), s[key] - b) for n, s in members.items()])
     return out
+
+
+def _weighted_sum(taus: list[tuple[float, torch.Tensor]]) -> torch.Tensor:
+    delta = torch.zeros_like(taus[0][1])
+    for w, tau in taus:
+        delta.add_(tau, alpha=w)
+    return delta
+
+
+def task_arithmetic(
+    base: State, members: Mapping[str, State], weights: Mapping[str, float]
+) -> dict[str, torch.Tensor]:
+    """base + sum_i w_i (theta_i - base)."""
+    return _merge(base, members, weights, _weighted_sum)
 
 
 def trim(tau: torch.Tensor, density: float) -> torch.Tensor:
@@ -83,25 +98,20 @@ def ties(
     normalize: bool = True,
 ) -> dict[str, torch.Tensor]:
     """TIES-merging: trim, elect sign, disjoint merge."""
-    _check(base, members, weights)
     density = check_density(density)
-    out = {}
-    for key, b in base.items():
-        if not b.is_floating_point():
-            out[key] = b.clone()
-            continue
-        taus = torch.stack(
-            [float(weights[n]) * trim(s[key] - b, density) for n, s in members.items()]
-        )
-        elected = torch.sign(taus.sum(0))  # the sign with the larger total mass
-        agree = (torch.sign(taus) == elected) & (taus != 0)
-        kept = torch.where(agree, taus, torch.zeros_like(taus)).sum(0)
+
+    def combine(taus: list[tuple[float, torch.Tensor]]) -> torch.Tensor:
+        trimmed = torch.stack([w * trim(tau, density) for w, tau in taus])
+        elected = torch.sign(trimmed.sum(0))  # the sign with the larger total mass
+        agree = (torch.sign(trimmed) == elected) & (trimmed != 0)
+        kept = torch.where(agree, trimmed, torch.zeros_like(trimmed)).sum(0)
         if normalize:  # the mean of the agreeing entries, each member weighed by its weight
-            w = torch.tensor([float(weights[n]) for n in members], dtype=b.dtype)
-            mass = (agree * w.view(-1, *[1] * b.dim()).abs()).sum(0)
+            w = torch.tensor([w for w, _ in taus], dtype=kept.dtype)
+            mass = (agree * w.view(-1, *[1] * kept.dim()).abs()).sum(0)
             kept = torch.where(mass > 0, kept / mass.clamp(min=1e-12), kept)
-        out[key] = b + kept
-    return out
+        return kept
+
+    return _merge(base, members, weights, combine)
 
 
 def dare(
@@ -114,20 +124,15 @@ def dare(
     """DARE: drop and rescale each task vector's entries, then task arithmetic. One generator
     seeded with ``seed`` draws every mask, member by member and tensor by tensor in the base's
     key order, so a merge is reproducible."""
-    _check(base, members, weights)
     density = check_density(density)
     gen = torch.Generator().manual_seed(int(seed))
-    out = {}
-    for key, b in base.items():
-        if not b.is_floating_point():
-            out[key] = b.clone()
-            continue
-        delta = torch.zeros_like(b)
-        for name, state in members.items():
-            tau = state[key] - b
-            if density < 1.0:
-                keep = torch.rand(tau.shape, generator=gen) < density
-                tau = torch.where(keep, tau / density, torch.zeros_like(tau))
-            delta.add_(tau, alpha=float(weights[name]))
-        out[key] = b + delta
-    return out
+
+    def drop(tau: torch.Tensor) -> torch.Tensor:
+        if density >= 1.0:
+            return tau
+        keep = torch.rand(tau.shape, generator=gen) < density
+        return torch.where(keep, tau / density, torch.zeros_like(tau))
+
+    return _merge(
+        base, members, weights, lambda taus: _weighted_sum([(w, drop(t)) for w, t in taus])
+    )
