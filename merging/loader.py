@@ -124,8 +124,11 @@ class Stream:
     def guard(self) -> Iterator[Stream]:
         try:
             yield self
-        except RuntimeError as err:
-            if "DataLoader worker" not in str(err):
+        except (RuntimeError, ConnectionError, EOFError) as err:
+            # torch reports a dead worker as a RuntimeError; caught while a tensor it sent is
+            # being received, the same death is a reset connection to it
+            died = "DataLoader worker" in str(err) or not isinstance(err, RuntimeError)
+            if not (died and self.workers):
                 raise
             ahead = self.batches[self.done : self.done + 2 * self.workers + 1]
             flight = [self.names[k] for b in ahead for k in b]
