@@ -42,7 +42,7 @@ from merging.combine import Merger
 from merging.families import register
 from merging.files import write_atomically
 from merging.forward import min_samples
-from merging.load import Encoder, load_encoder
+from merging.load import load_encoder
 from merging.match import Matcher, Scope
 from merging.merge import PoolMergeResult, export, merge_pool
 from merging.plugins import build
@@ -343,7 +343,7 @@ def export_merged(
 
 
 def evaluate_merged(
-    cfg: DictConfig, result: PoolMergeResult, a: Encoder, b: Encoder, inputs: Inputs, out: Path,
+    cfg: DictConfig, result: PoolMergeResult, pool: Pool, inputs: Inputs, out: Path,
     record: JobRecord,
 ) -> None:  # fmt: skip
     from eval.evaluate import evaluate, evaluate_s3prl  # merging never depends on eval
@@ -360,7 +360,9 @@ def evaluate_merged(
                 result.encoder,
                 cfg.eval,
                 cfg.paths.cache,
-                parents=(a, b),
+                members=pool.members,
+                references=references(cfg),
+                base=pool.base,
                 trainer=OmegaConf.to_container(cfg.trainer, resolve=True),
                 progress=cfg.progress,
                 suite=inputs.suite,
@@ -398,8 +400,7 @@ def merge_job(cfg: DictConfig, out: Path, inputs: Inputs, pool: Pool, record: Jo
     if cfg.save_merged:
         export_merged(cfg, result, pool, out, record)
     if cfg.eval.get("suite") is not None:
-        speech, music = references(cfg)
-        evaluate_merged(cfg, result, pool.members[speech], pool.members[music], inputs, out, record)
+        evaluate_merged(cfg, result, pool, inputs, out, record)
 
 
 class Terminated(KeyboardInterrupt):

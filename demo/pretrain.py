@@ -32,7 +32,7 @@ from transformers.models.hubert.modeling_hubert import _compute_mask_indices
 
 from eval.features import deltas, mel_bank
 from merging.audio import list_audio, read_audio
-from merging.load import Encoder
+from merging.load import Encoder, load_encoder
 from merging.merge import export
 
 RATE = 16000
@@ -270,9 +270,10 @@ class MaskedPrediction(L.LightningModule):
         unmasked_weight: float = 1.0,
         report_every: int = 0,
         reconstruct: float = 0.0,
+        init: HubertModel | None = None,
     ):
         super().__init__()
-        self.encoder = HubertModel(config)
+        self.encoder = HubertModel(config) if init is None else init
         self.head = nn.Linear(config.hidden_size, clusters)
         # MERT-style auxiliary loss: regress the frames' semitone spectra, so that what the
         # clusters blur (pitch, octave, fine spectral shape) has to survive in the encoder.
@@ -354,6 +355,7 @@ class PretrainSettings:
     threads: int = 0  # 0: torch's default
     reconstruct: float = 0.0  # weight of the semitone-spectrum regression loss (0: none)
     architecture: dict = field(default_factory=dict)  # overrides of demo_config (tests: tiny)
+    init: str | None = None  # continue from this checkpoint (its architecture) instead of random
 
 
 def pretrain(
@@ -372,13 +374,15 @@ def pretrain(
     data = Crops(corpus, frames, s.steps * s.batch_size, s.seed)
     loader = DataLoader(data, batch_size=s.batch_size, shuffle=False, num_workers=0)
     torch.manual_seed(s.seed)  # the initialisation: different seeds, different encoders
+    start = _start(s.init) if s.init else None
     module = MaskedPrediction(
-        demo_config(**s.architecture),
+        demo_config(**s.architecture) if start is None else start.config,
         s.clusters,
         s.lr,
         s.steps,
         report_every=100 if progress else 0,
         reconstruct=s.reconstruct,
+        init=start,
     )
     trainer = L.Trainer(
         max_steps=s.steps,
@@ -397,10 +401,11 @@ def pretrain(
     out = Path(out)
     model = module.encoder.eval()
     # fp16 on disk keeps the committed checkpoints small; loading casts back to fp32.
-    export(Encoder(model.half(), f"demo-{s.domain}", RATE, False), out)
+    export(Encoder(model.half(), out.name, RATE, False), out)
     model.float()
     tail = module.history[-50:]
     summary = {
+        "out": str(out),
         "settings": asdict(s),
         "corpus": {
             "dir": str(corpus_dir),
@@ -428,6 +433,15 @@ def pretrain(
     (out / "training.json").write_text(json.dumps(summary, indent=2))
     write_card(summary, out)
     return summary
+
+
+def _start(init: str | Path) -> HubertModel:
+    """A trained demo encoder to continue from (its prediction head is not saved: a new one
+    is trained on the new targets), trainable, in float32."""
+    model = load_encoder(init).model
+    if not isinstance(model, HubertModel):
+        raise ValueError(f"--init {init}: a HuBERT-family checkpoint, got {type(model).__name__}")
+    return model.train().requires_grad_(True)
 
 
 def write_history(history: list[dict[str, float]], out: Path) -> None:
@@ -473,12 +487,21 @@ def write_card(summary: dict, out: Path) -> None:
         if s.get("reconstruct")
         else ""
     )
-    text = f"""# demo-{s["domain"]}
+    origin = (
+        f"""continued from `{Path(s["init"]).name}` (its base: every weight starts there, a new
+prediction head is trained) on the demo suite's {s["domain"]}-only pretraining corpus. With its
+sibling continued from the same base on the other domain it forms the demo's shared-base pair
+(`make shared-base-demo`), whose task vectors (this encoder minus the base) task arithmetic,
+TIES and DARE merge."""
+        if s.get("init")
+        else f"""trained self-supervised on the demo suite's
+{s["domain"]}-only pretraining corpus. It is one half of the built-in demo pair (`pair=demo`);
+the other half has the same architecture, another seed and the other domain."""
+    )
+    text = f"""# {Path(summary["out"]).name}
 
 A small HuBERT-family encoder ({summary["parameters"] / 1e6:.2f} M parameters:
-{summary["architecture"]}) trained self-supervised on the demo suite's
-{s["domain"]}-only pretraining corpus. It is one half of the built-in demo pair (`pair=demo`);
-the other half has the same architecture, another seed and the other domain.
+{summary["architecture"]}) {origin}
 
 - Data: {c["clips"]} clips, {c["seconds"] / 60:.1f} minutes of synthetic {s["domain"]}
   (`demo/suite.py`, `pretrain/{s["domain"]}`; audio fingerprint `{c["fingerprint"]}`),
@@ -528,6 +551,9 @@ def main() -> None:
         choices=("group", "layer"),
         help="normalisation of the conv stack (default: demo_config's); both encoders must match",
     )
+    parser.add_argument(
+        "--init", help="continue from this demo checkpoint (its architecture) instead of random"
+    )
     args = parser.parse_args()
     corpus = args.corpus
     if corpus is None:
@@ -546,6 +572,7 @@ def main() -> None:
         accelerator=args.accelerator,
         reconstruct=args.reconstruct,
         architecture={"feat_extract_norm": args.conv_norm} if args.conv_norm else {},
+        init=args.init,
     )
     summary = pretrain(corpus, args.out, settings)
     print(json.dumps({k: summary[k] for k in ("steps", "final_loss", "train_seconds")}, indent=2))

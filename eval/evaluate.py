@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from eval.suites import suite_of
 from eval.tasks import KINDS, Task
 from merging.families import family_of
 from merging.load import Encoder
+from merging.pool import PAIR
 
 
 def build_suite(cfg: DictConfig) -> list[tuple[Task, list[Example]]]:
@@ -114,15 +115,19 @@ def evaluate(
     encoder: Encoder,
     cfg: DictConfig,
     cache_dir: str | Path | None,
-    parents: tuple[Encoder, Encoder] | None = None,
+    members: Mapping[str, Encoder] | None = None,
+    references: tuple[str, str] | None = None,
+    base: Encoder | None = None,
     trainer: Mapping[str, Any] | None = None,
     progress: bool = True,
     suite: list[tuple[Task, list[Example]]] | None = None,
 ) -> dict:
-    """Per-task metrics of a frozen encoder; with ``parents`` also the references (the parents,
-    s3prl's FBANK, and the two parents' layer fusion), the floors, the scores and their
-    bootstrap intervals. Per-clip outcomes of every upstream are in ``predictions``.
-    ``suite``: the configured suite if already built and checked (``check_suite``)."""
+    """Per-task metrics of a frozen encoder; with the pool's ``members`` (by name) also the
+    references: each member alone, the shared ``base`` if any, s3prl's FBANK and one probe over
+    every member's layers; the floors, the scores (normalised by the ``references`` members for
+    speech and music, default the first two) and their bootstrap intervals. Per-clip outcomes
+    of every upstream are in ``predictions``. ``suite``: the configured suite if already built
+    and checked (``check_suite``)."""
     if suite is None:
         suite = build_suite(cfg)
         check_suite(suite)
@@ -138,38 +143,55 @@ def evaluate(
     result: dict = {"tasks": tasks, "suite": suite_record(suite)}
     predictions = {"merged": {n: m.pop("test") for n, m in tasks.items()}}
     result["predictions"] = predictions
-    if parents is None:
+    if not members:
         return result
-    a, b = EncoderUpstream(parents[0], "model A"), EncoderUpstream(parents[1], "model B")
-    refs = {"a": run(a), "b": run(b)}
+    names = list(members)
+    speech, music = references or (names[0], names[1])
+    parts = {
+        n: EncoderUpstream(e, f"model {n.upper()}" if n in PAIR else n) for n, e in members.items()
+    }
+    refs = {n: run(u) for n, u in parts.items()}
+    if base is not None:
+        refs["base"] = run(EncoderUpstream(base, "base"))
     paper_floor = cfg.get("floor") == "paper"
     if not paper_floor and any(t.domain == "speech" for t, _ in suite):
         refs["fbank"] = run(FbankUpstream(encoder.sample_rate))  # a reference, not the floor
-    refs["fusion"] = run(LayerFusion(a, b), ("utterance", "kfold"))
+    fusion = LayerFusion(tuple(parts.values()), fusion_name(names))
+    refs["fusion"] = run(fusion, ("utterance", "kfold"))
     for who, values in refs.items():
         predictions[who] = {n: m.pop("test") for n, m in values.items()}
+    result["members"] = names
+    result["normalisers"] = {"speech": speech, "music": music}
     result["probe_cached"] = {  # what a rerun served from the caches, every upstream's
         who: {n: m["probe_cached"] for n, m in values.items()}
         for who, values in {"merged": tasks, **refs}.items()
     }
     result["references"] = {k: {n: m["value"] for n, m in v.items()} for k, v in refs.items()}
-    result["floors"] = floors(suite, paper_floor, predictions["a"])
+    result["floors"] = floors(suite, paper_floor, predictions[speech])
     result["floor"] = "paper" if paper_floor else "majority"
     value = {name: m["value"] for name, m in tasks.items()}
     result["scores"] = scores(
-        value, suite, result["references"]["a"], result["references"]["b"], result["floors"]
+        value, suite, result["references"][speech], result["references"][music], result["floors"]
     )
     boot = Bootstrap.of(cfg.get("bootstrap"))
-    rows = {who: predictions[who] for who in ("merged", "a", "b")}
+    rows = {who: predictions[who] for who in ("merged", speech, music)}
     scored = score_rows(
         rows,
         [t for t, _ in suite],
         result["floors"] if paper_floor else "majority",
         boot.resamples,
         boot.seed,
+        speech,
+        music,
     )["merged"]
     result["intervals"] = intervals(scored.samples, boot.level)
     return result
+
+
+def fusion_name(members: Sequence[str]) -> str:
+    """``A + B layer fusion`` for a pair, else the members by name."""
+    shown = [n.upper() if tuple(members) == PAIR else n for n in members]
+    return f"{' + '.join(shown)} layer fusion"
 
 
 def evaluate_s3prl(merged_dir: str | Path, cfg: DictConfig, out: str | Path, prefix: str) -> dict:

@@ -76,35 +76,36 @@ class EncoderUpstream:
 
 @dataclass
 class LayerFusion:
-    """Two upstreams' layers side by side, for one probe that weighs all of them at once: the
-    two-model upper bound of a merge (what two encoders know together, at twice the compute).
+    """Several upstreams' layers side by side, for one probe that weighs all of them at once:
+    the upper bound of a merge (what the encoders know together, at N times the compute).
     Its pooled features are the parts' cached ones, concatenated along the layer axis."""
 
-    first: Upstream
-    second: Upstream
+    parts: tuple[Upstream, ...]
     name: str = "A + B layer fusion"
 
     @property
     def sample_rate(self) -> int:
-        return self.first.sample_rate
+        return self.parts[0].sample_rate
 
     @property
     def min_samples(self) -> int:
-        return max(self.first.min_samples, self.second.min_samples)
+        return max(u.min_samples for u in self.parts)
 
     def fingerprint(self) -> str:
-        return f"fusion({self.first.fingerprint()},{self.second.fingerprint()})"
+        return f"fusion({','.join(u.fingerprint() for u in self.parts)})"
 
     def to(self, device: torch.device | str) -> LayerFusion:
-        self.first, self.second = (on_device(u, device) for u in (self.first, self.second))
+        self.parts = tuple(on_device(u, device) for u in self.parts)
         return self
 
     def layers(self, wave, lengths):
-        first, frames = self.first.layers(wave, lengths)
-        second, other = self.second.layers(wave, lengths)
-        if not torch.equal(frames, other):
-            raise ValueError(f"{self.name}: the two upstreams' frame rates differ")
-        return first + second, frames
+        layers, frames = self.parts[0].layers(wave, lengths)
+        for part in self.parts[1:]:
+            more, other = part.layers(wave, lengths)
+            if not torch.equal(frames, other):
+                raise ValueError(f"{self.name}: the upstreams' frame rates differ")
+            layers = layers + more
+        return layers, frames
 
 
 def on_device(upstream: Upstream, device: torch.device | str) -> Upstream:
@@ -321,13 +322,13 @@ def pooled_features(
     A ``trainer`` naming several devices spreads the pass over them (``merging.ranks``)."""
     t0 = time.perf_counter()
     if isinstance(upstream, LayerFusion):  # pooling commutes with stacking: reuse the parts
-        a, b = (
+        parts = [
             pooled_features(
                 u, examples, cache_dir, max_seconds, batch_size, progress, workers, trainer
             )
-            for u in (upstream.first, upstream.second)
-        )
-        return fuse(a, b, time.perf_counter() - t0)
+            for u in upstream.parts
+        ]
+        return fuse(parts, time.perf_counter() - t0)
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / "features" / f"{dataset_key(upstream, examples, max_seconds)}.pt"
@@ -403,18 +404,22 @@ def _pooled_share(fabric, upstream, examples, max_seconds, batch_size, progress,
     return {"positions": positions, "features": features.clone(), "usable": usable.share()}
 
 
-def fuse(a: PooledFeatures, b: PooledFeatures, seconds: float = 0.0) -> PooledFeatures:
-    """Both upstreams' layers for the examples both could read (in ``a``'s order)."""
-    if a.features.shape[2] != b.features.shape[2]:
-        raise ValueError(
-            f"layer fusion needs one width, got {a.features.shape[2]} and {b.features.shape[2]}"
-        )
-    in_b = {e.path: i for i, e in enumerate(b.examples)}
-    keep = [i for i, e in enumerate(a.examples) if e.path in in_b]
+def fuse(parts: Sequence[PooledFeatures], seconds: float = 0.0) -> PooledFeatures:
+    """Every upstream's layers for the examples all could read (in the first's order)."""
+    widths = sorted({p.features.shape[2] for p in parts})
+    if len(widths) > 1:
+        raise ValueError(f"layer fusion needs one width, got {widths}")
+    rows = [{e.path: i for i, e in enumerate(p.examples)} for p in parts]
+    first = parts[0].examples
+    keep = [e.path for e in first if all(e.path in r for r in rows)]
     features = torch.cat(
-        [a.features[keep], b.features[[in_b[a.examples[i].path] for i in keep]]], dim=1
+        [p.features[[r[path] for path in keep]] for p, r in zip(parts, rows, strict=True)], dim=1
     )
-    skipped = sorted(set(a.skipped) | set(b.skipped))
+    skipped = sorted(set().union(*(p.skipped for p in parts)))
     return PooledFeatures(
-        features, [a.examples[i] for i in keep], skipped, seconds, a.cached and b.cached
+        features,
+        [first[rows[0][path]] for path in keep],
+        skipped,
+        seconds,
+        all(p.cached for p in parts),
     )

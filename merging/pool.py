@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from merging.load import Encoder, EncoderLoadError, check_mergeable
 
 PAIR = ("a", "b")  # the members' names in the two-member shorthand (pair=...)
+# Names the evaluation gives its other rows: a member may not take one.
+RESERVED = ("merged", "base", "fbank", "fusion")
 
 
 @dataclass
@@ -22,6 +24,12 @@ class Pool:
     def __post_init__(self) -> None:
         if len(self.members) < 2:
             raise ValueError(f"a pool merges two or more members, got {list(self.members)}")
+        taken = sorted(set(self.members) & set(RESERVED))
+        if taken:
+            raise ValueError(
+                f"models.members: {taken} name rows of the evaluation "
+                f"({', '.join(RESERVED)}); call the member something else"
+            )
         if self.anchor not in self.members:
             raise ValueError(
                 f"models.anchor={self.anchor!r} is not a member ({', '.join(self.members)})"

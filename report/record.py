@@ -52,12 +52,19 @@ class Evaluation:
     scores: dict[str, Any] = field(default_factory=dict)
     intervals: dict[str, list[float]] = field(default_factory=dict)
     probe_cached: dict[str, dict[str, bool]] = field(default_factory=dict)
+    members: list[str] = field(default_factory=lambda: ["a", "b"])  # the pool, by name
+    normalisers: dict[str, str] = field(default_factory=lambda: {"speech": "a", "music": "b"})
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the s3prl backend's runs
 
     @classmethod
     def from_dict(cls, data: dict | None) -> Evaluation:
         known, extra = _split(cls, data or {})
         return cls(**{k: v for k, v in known.items() if v is not None}, extra=extra)
+
+    @property
+    def parents(self) -> tuple[str, str]:
+        """The members whose scores normalise speech and music (model A and B of a pair)."""
+        return self.normalisers["speech"], self.normalisers["music"]
 
     def values(self) -> dict[str, float]:
         """Each task's metric (tasks without one left out)."""

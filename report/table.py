@@ -117,15 +117,33 @@ def shared(records: Sequence[JobRecord]) -> JobRecord | None:
     first job that recorded per-clip outcomes; None if none did (older results)."""
     for record in records:
         evaluation = record.evaluation
-        if record.status == "ok" and evaluation and {"a", "b"} <= set(evaluation.predictions):
+        if (
+            record.status == "ok"
+            and evaluation
+            and set(evaluation.parents) <= set(evaluation.predictions)
+        ):
             return record
     return None
 
 
 def reference_rows(record: JobRecord) -> list[Row]:
-    """The FBANK and layer-fusion rows every job recorded as references."""
+    """The rows every job recorded as references: each member of a pool alone (a pair's
+    parents are jobs of their own, IDs 1 and 2), the shared base, FBANK and the layer fusion."""
     evaluation = record.evaluation or Evaluation()
-    pair = (record.config.get("pair") or {}).get("name")
+    config = record.config
+    pair = (config.get("pair") or {}).get("name")
+    models = config.get("models") or {}
+    described = dict(REFERENCE_ROWS)
+    if models.get("name") not in (None, "pair"):
+        sources = {**(models.get("members") or {}), "base": models.get("base")}
+        alone = {
+            who: f"{who} alone ({Path(str(sources.get(who) or who)).name})"
+            for who in (*evaluation.members, "base")
+        }
+        fusion = (
+            f"{' + '.join(evaluation.members)} layer fusion ({len(evaluation.members)}x compute)"
+        )
+        described = {**alone, "fbank": described["fbank"], "fusion": fusion}
     return [
         Row(
             who,
@@ -137,7 +155,7 @@ def reference_rows(record: JobRecord) -> list[Row]:
             source="reference",
             tests=evaluation.predictions[who],
         )
-        for who, description in REFERENCE_ROWS.items()
+        for who, description in described.items()
         if evaluation.predictions.get(who)
     ]
 
@@ -148,7 +166,7 @@ def add_uncertainty(rows: Sequence[Row], record: JobRecord, reference: str | Non
     boot = Bootstrap.of((record.config.get("eval") or {}).get("bootstrap"))
     floor = evaluation.floors if evaluation.floor == "paper" else "majority"
     scored = {r.key: r.tests for r in rows if r.status == "ok" and r.tests}
-    parents = (evaluation.predictions["a"], evaluation.predictions["b"])
+    parents = tuple(evaluation.predictions[who] for who in evaluation.parents)
     points, spans, tests = uncertainty(
         scored,
         parents,

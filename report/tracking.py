@@ -54,8 +54,9 @@ def task_rows(record: JobRecord) -> tuple[list[str], list[list[Any]]]:
     """One row per task: the merged encoder's metric beside the parents' and the floor's."""
     evaluation = record.evaluation or Evaluation()
     refs, spans, floors = evaluation.references, evaluation.intervals, evaluation.floors
-    who = [w for w in ("a", "b", "fbank", "fusion") if w in refs]
-    label = {"a": "model A", "b": "model B", "fbank": "fbank", "fusion": "A + B fusion"}
+    who = [w for w in (*evaluation.members, "base", "fbank", "fusion") if w in refs]
+    label = {w: w for w in who} | {"a": "model A", "b": "model B"}
+    label["fusion"] = "A + B fusion" if evaluation.members == ["a", "b"] else "fusion"
     columns = ["task", "metric", "merged", "lo", "hi", *(label[w] for w in who), "floor"]
     rows = [
         [

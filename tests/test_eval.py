@@ -178,7 +178,7 @@ def test_paper_suite_kfold_task_with_references_and_scores(tmp_path):
     cfg.roots.esc50 = str(esc)
     cfg.probe.epochs = 15
     a, b = random_encoder(tiny_config(), 0), random_encoder(tiny_config(), 1)
-    out = evaluate(a, cfg, tmp_path / "cache", parents=(a, b), progress=False)
+    out = evaluate(a, cfg, tmp_path / "cache", members={"a": a, "b": b}, progress=False)
     esc50 = out["tasks"]["esc50"]
     assert set(esc50["folds"]) == {f"fold{k}" for k in range(1, 6)}
     assert out["references"]["a"]["esc50"] == esc50["value"]  # same encoder, cached probe

@@ -209,22 +209,13 @@ def test_a_pool_the_method_cannot_merge_is_refused_before_loading(tmp_path):
     assert "merge.alpha weighs two encoders; the pool has 3 (a, b, c)" in error
 
 
-@pytest.mark.parametrize(
-    "method",
-    ["merge=task_arithmetic", "merge=ties merge.density=1.0", "merge=dare merge.density=1.0"],
-)
-def test_task_vectors_of_a_shared_base_from_the_command_line(method, tmp_path):
-    """Members B0 + tau1 and B0 + tau2 (disjoint entries), merged with weights 1 and 1 and no
-    pass over audio (permute=none is these methods' default, calibration.size=0): B0 + tau1 +
-    tau2."""
-    import json
-
-    from merging.load import load_encoder
+def write_shared_base(root) -> dict[str, torch.Tensor]:
+    """B0, M1 = B0 + tau1 and M2 = B0 + tau2 (tau1, tau2 on disjoint entries) under ``root``;
+    B0 + tau1 + tau2 returned."""
     from merging.merge import export
-    from tests.helpers import run_py
 
     base = random_encoder(tiny_config(), 0)
-    export(base, tmp_path / "B0")
+    export(base, root / "B0")
     state = base.model.state_dict()
     want = {k: t.clone() for k, t in state.items()}
     for i in range(2):
@@ -236,22 +227,44 @@ def test_task_vectors_of_a_shared_base_from_the_command_line(method, tmp_path):
             tuned[key] = t + tau
             want[key] = want[key] + tau
         member.model.load_state_dict(tuned)
-        export(member, tmp_path / f"M{i + 1}")
-    out = tmp_path / "job"
-    done = run_py(
+        export(member, root / f"M{i + 1}")
+    return want
+
+
+def shared_base_job(root, out, *overrides: str) -> list[str]:
+    """run.py's overrides for a quiet job merging M1 and M2 of ``root`` over their base B0."""
+    return [
         "models=local",
-        f"models.members={{m1:{tmp_path / 'M1'},m2:{tmp_path / 'M2'}}}",
+        f"models.members={{m1:{root / 'M1'},m2:{root / 'M2'}}}",
         "models.anchor=m1",
-        f"models.base={tmp_path / 'B0'}",
-        *method.split(),
+        f"models.base={root / 'B0'}",
         "merge.weights={m1:1.0,m2:1.0}",
         "calibration.size=0",
         "eval=none",
         "logger=none",
         "progress=false",
-        f"paths.cache={tmp_path / 'cache'}",
+        f"paths.cache={root / 'cache'}",
         f"hydra.run.dir={out}",
-    )
+        *overrides,
+    ]
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["merge=task_arithmetic", "merge=ties merge.density=1.0", "merge=dare merge.density=1.0"],
+)
+def test_task_vectors_of_a_shared_base_from_the_command_line(method, tmp_path):
+    """Members B0 + tau1 and B0 + tau2 (disjoint entries), merged with weights 1 and 1 and no
+    pass over audio (permute=none is these methods' default, calibration.size=0): B0 + tau1 +
+    tau2."""
+    import json
+
+    from merging.load import load_encoder
+    from tests.helpers import run_py
+
+    want = write_shared_base(tmp_path)
+    out = tmp_path / "job"
+    done = run_py(*shared_base_job(tmp_path, out, *method.split()))
     assert done.returncode == 0, done.stderr[-3000:]
     got = load_encoder(out / "merged").model.state_dict()
     for key, w in want.items():
@@ -259,6 +272,44 @@ def test_task_vectors_of_a_shared_base_from_the_command_line(method, tmp_path):
     record = json.loads((out / "results.json").read_text())
     assert record["scope"]["name"] == "none" and record["calibration"]["clips"] == 0
     assert record["merge"]["method"] == method.split()[0].split("=")[1]
+
+
+def test_a_pool_is_scored_against_its_named_references_with_a_row_per_member(tmp_path):
+    """Evaluation of a pool: each member alone, the base, one fusion over every member's
+    layers; the scores normalised by the member ``models.references`` names; the report's
+    rows name them."""
+    import json
+
+    from eval.evaluate import scores
+    from eval.tasks import Task
+    from report.table import build
+    from tests.helpers import run_py
+    from tests.test_eval import make_two_class_folder
+
+    write_shared_base(tmp_path)
+    task = make_two_class_folder(tmp_path / "task", per_class=12)
+    out = tmp_path / "sweep" / "job"
+    done = run_py(
+        *shared_base_job(tmp_path, out, "merge=task_arithmetic"),
+        "eval=folder",
+        f"eval.root={task}",
+        "eval.probe.epochs=2",
+        "models.references={speech:m2,music:m1}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    evaluation = json.loads((out / "results.json").read_text())["evaluation"]
+    assert evaluation["members"] == ["m1", "m2"]
+    assert evaluation["normalisers"] == {"speech": "m2", "music": "m1"}
+    refs = evaluation["references"]
+    assert set(refs) == {"m1", "m2", "base", "fbank", "fusion"}
+    (name,) = refs["m2"]
+    suite = [(Task(name, name, "speech", "utterance", "accuracy", None), [])]
+    merged = {name: evaluation["tasks"][name]["value"]}
+    want = scores(merged, suite, refs["m2"], refs["m1"], evaluation["floors"])
+    assert evaluation["scores"]["speech"] == pytest.approx(want["speech"])
+    table = build(tmp_path / "sweep")["md"].read_text()
+    for row in ("m1 alone (M1)", "m2 alone (M2)", "base alone (B0)", "m1 + m2 layer fusion"):
+        assert row in table
 
 
 def test_the_references_are_named_members():
@@ -276,3 +327,24 @@ def test_the_references_are_named_members():
     ):
         with pytest.raises(ValueError, match=message):
             run.references(composed(*pool, bad))
+
+
+def test_fusion_stacks_every_members_layers_on_the_clips_all_of_them_read():
+    from eval.data import Example
+    from eval.features import PooledFeatures, fuse
+
+    clips = [Example(f"/x/{i}.wav", "l", "train") for i in range(4)]
+
+    def part(value: float, keep: list[int], skipped: list[str]) -> PooledFeatures:
+        feats = torch.stack([torch.full((2, 3), value + i) for i in keep])  # 2 layers, dim 3
+        return PooledFeatures(feats, [clips[i] for i in keep], skipped, 0.0, True)
+
+    one = part(0, [0, 1, 2, 3], [])
+    two = part(10, [3, 1, 0], ["/x/2.wav"])  # another order, one clip unreadable
+    three = part(20, [0, 1, 3], ["/x/2.wav"])
+    fused = fuse([one, two, three])
+    assert [e.path for e in fused.examples] == ["/x/0.wav", "/x/1.wav", "/x/3.wav"]
+    assert fused.features.shape == (3, 6, 3) and fused.skipped == ["/x/2.wav"]
+    assert fused.features[2, :, 0].tolist() == [3, 3, 13, 13, 23, 23]  # clip 3 in each part
+    pair = fuse([one, two])
+    assert pair.features.shape == (3, 4, 3)
