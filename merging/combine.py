@@ -9,12 +9,13 @@ weighs the encoder's components differently (``component_weight``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from merging.points import HUBERT_PARTS, Parts
 
 State = Mapping[str, torch.Tensor]
 PARTS = ("default", "cnn", "layers", "norms")
@@ -33,10 +34,15 @@ class Merger:
         raise NotImplementedError
 
     def combine_pool(
-        self, states: Mapping[str, State], anchor: str, base: State | None = None
+        self,
+        states: Mapping[str, State],
+        anchor: str,
+        base: State | None = None,
+        parts: Parts = HUBERT_PARTS,
     ) -> dict[str, torch.Tensor]:
         """The members' state dicts (``anchor``'s first or not) merged into one; a method for
-        two members combines the anchor's with the other's."""
+        two members combines the anchor's with the other's. ``parts``: where the members'
+        family keeps the parts a weight can name."""
         self.check_pool(list(states), base is not None)
         other = next(n for n in states if n != anchor)
         return self.combine(states[anchor], states[other])
@@ -122,29 +128,34 @@ class Linear(Merger):
         else:
             check_named(self.weights, members)
 
-    def weight(self, key: str, layers: int) -> float:
+    def weight(self, key: str, layers: int, parts: Parts = HUBERT_PARTS) -> float:
         """A's weight for one parameter."""
-        return component_weight(self.alpha, key, layers)
+        return component_weight(self.alpha, key, layers, parts)
 
-    def combine(self, a: State, b: State) -> dict[str, torch.Tensor]:
+    def combine(self, a: State, b: State, parts: Parts = HUBERT_PARTS) -> dict[str, torch.Tensor]:
         if not isinstance(self.alpha, Mapping):
             return interpolate(a, b, float(self.alpha))
-        layers = layer_count(a)
-        return interpolate(a, b, {k: self.weight(k, layers) for k in a})
+        layers = layer_count(a, parts)
+        return interpolate(a, b, {k: self.weight(k, layers, parts) for k in a})
 
     def combine_pool(
-        self, states: Mapping[str, State], anchor: str, base: State | None = None
+        self,
+        states: Mapping[str, State],
+        anchor: str,
+        base: State | None = None,
+        parts: Parts = HUBERT_PARTS,
     ) -> dict[str, torch.Tensor]:
         """Two members: the anchor's share of their weights (alpha, or its weight over both
         weights) interpolates them, ``torch.lerp`` as ``combine``; more: the weighted mean of
         every member, component by component."""
         self.check_pool(list(states), base is not None)
         if self.weights is None:
-            return super().combine_pool(states, anchor, base)
+            other = next(n for n in states if n != anchor)
+            return self.combine(states[anchor], states[other], parts)
         anchor_state = states[anchor]
-        layers = layer_count(anchor_state)
+        layers = layer_count(anchor_state, parts)
         weights = {
-            m: {k: component_weight(self.weights[m], k, layers) for k in anchor_state}
+            m: {k: component_weight(self.weights[m], k, layers, parts) for k in anchor_state}
             for m in states
         }
         if len(states) == 2:
@@ -187,20 +198,22 @@ def check_named(weights: Mapping[str, Any], members: Sequence[str]) -> None:
         )
 
 
-def component_weight(value: float | Mapping[str, Any], key: str, layers: int) -> float:
+def component_weight(
+    value: float | Mapping[str, Any], key: str, layers: int, parts: Parts = HUBERT_PARTS
+) -> float:
     """A weight's value for one parameter: a number everywhere, or a mapping whose most
     specific entry wins: ``norms`` (every layer norm), then ``cnn`` (the conv stack and feature
     projection) or ``layers`` (one weight per transformer layer, or {from: x, to: y}, linear
-    over depth), then ``default`` (0.9 if absent)."""
+    over depth), then ``default`` (0.9 if absent). ``parts``: where the family keeps them."""
     if not isinstance(value, Mapping):
         return float(value)
-    if "norms" in value and "layer_norm" in key:
+    if "norms" in value and parts.is_norm(key):
         return float(value["norms"])
-    if "cnn" in value and key.startswith(("feature_extractor.", "feature_projection.")):
+    if "cnn" in value and parts.is_cnn(key):
         return float(value["cnn"])
-    match = re.match(r"encoder\.layers\.(\d+)\.", key)
-    if match and value.get("layers") is not None:
-        i, schedule = int(match.group(1)), value["layers"]
+    i = parts.layer_of(key)
+    if i is not None and value.get("layers") is not None:
+        schedule = value["layers"]
         if isinstance(schedule, Mapping):
             t = i / max(layers - 1, 1)
             return float(schedule["from"] + t * (schedule["to"] - schedule["from"]))
@@ -210,11 +223,8 @@ def component_weight(value: float | Mapping[str, Any], key: str, layers: int) ->
     return float(value.get("default", 0.9))
 
 
-def layer_count(state: State) -> int:
-    return 1 + max(
-        (int(m.group(1)) for k in state if (m := re.match(r"encoder\.layers\.(\d+)\.", k))),
-        default=0,
-    )
+def layer_count(state: State, parts: Parts = HUBERT_PARTS) -> int:
+    return 1 + max((i for k in state if (i := parts.layer_of(k)) is not None), default=0)
 
 
 def _share(mine: float, other: float) -> float:

@@ -108,7 +108,7 @@ def merge_pool(
     }
     base = pool.base.model.state_dict() if pool.base is not None else None
     model = copy.deepcopy(anchor.model)
-    model.load_state_dict(merger.combine_pool(aligned, pool.anchor, base))
+    model.load_state_dict(merger.combine_pool(aligned, pool.anchor, base, anchor.family.parts))
     t2 = time.perf_counter()
     sources = ", ".join(encoder.source for _, encoder in pool)
     merged = Encoder(

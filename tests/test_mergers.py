@@ -12,8 +12,9 @@ from merging.calibrate import calibrate
 from merging.forward import encode
 from merging.match import Scope
 from merging.merge import merge
-from merging.mergers.repair import Repair, repair_points, unit_moments
+from merging.mergers.repair import Repair, unit_moments
 from merging.mergers.zipit import ZipIt, greedy_pairs
+from merging.points import repair_points
 from merging.spec import apply_permutations
 from tests.helpers import hidden_permuted_copy, local_job, random_encoder, run_py, tiny_config
 

@@ -18,6 +18,7 @@ from merging.mergers.dare import Dare
 from merging.mergers.repair import Repair
 from merging.mergers.task_arithmetic import TaskArithmetic
 from merging.mergers.ties import Ties
+from merging.points import Parts
 from merging.pool import Pool
 from merging.spec import apply_permutations, random_exact_perms
 from tests.helpers import random_encoder, tiny_config
@@ -348,3 +349,21 @@ def test_fusion_stacks_every_members_layers_on_the_clips_all_of_them_read():
     assert fused.features[2, :, 0].tolist() == [3, 3, 13, 13, 23, 23]  # clip 3 in each part
     pair = fuse([one, two])
     assert pair.features.shape == (3, 4, 3)
+
+
+def test_the_family_says_where_the_parts_a_weight_names_are():
+    """Weights per part follow the anchor family's ``parts``: a family whose conv stack is the
+    feature extractor alone weighs the feature projection as everything else."""
+    import dataclasses
+
+    a, b = random_encoder(tiny_config(), 0), random_encoder(tiny_config(), 1)
+    alpha = Linear({"cnn": 1.0, "default": 0.0})
+    key = "feature_projection.projection.weight"
+    merged = merge(a, b, {}, Scope(), alpha).encoder.model.state_dict()
+    torch.testing.assert_close(merged[key], a.model.state_dict()[key])  # cnn: A's
+    family = dataclasses.replace(a.family, parts=Parts(cnn=("feature_extractor.",)))
+    a.family = b.family = family
+    merged = merge(a, b, {}, Scope(), alpha).encoder.model.state_dict()
+    torch.testing.assert_close(merged[key], b.model.state_dict()[key])  # default: B's
+    conv = "feature_extractor.conv_layers.0.conv.weight"
+    torch.testing.assert_close(merged[conv], a.model.state_dict()[conv])

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from merging.points import merge_points
+from merging.points import HUBERT_PARTS, Parts, merge_points, repair_points
 from merging.spec import PermSpec, build_spec
 
 # Config fields that decide parameter shapes or the function computed; two encoders can be
@@ -66,9 +66,10 @@ def hubert_layout_points(config: Any) -> list:
 
 @dataclass(frozen=True)
 class Family:
-    """One encoder family. ``spec`` and ``points`` default to the HuBERT layout (conv stack,
-    feature projection, post- or pre-LN transformer with q/k/v/out projections and an FFN),
-    which wav2vec2 shares module for module."""
+    """One encoder family: the one place that says where its permutation axes (``spec``),
+    merge points, REPAIR units and weighted parts are. All default to the HuBERT layout (conv
+    stack, feature projection, post- or pre-LN transformer with q/k/v/out projections and an
+    FFN), which wav2vec2 shares module for module."""
 
     model_type: str  # config.json's model_type, and what an exported checkpoint keeps
     model_class: type
@@ -77,6 +78,8 @@ class Family:
     arch_fields: tuple[str, ...] = ARCH_FIELDS
     spec: Callable[..., PermSpec] = build_spec  # (config, split_qkv, keys, vo_point) -> spec
     points: Callable[[Any], list] = hubert_layout_points  # calibration points (merging.calibrate)
+    repair_points: Callable[[Any], list] = repair_points  # the units REPAIR renormalises
+    parts: Parts = HUBERT_PARTS  # where the parts merge weights name are (merging.combine)
     invariant_keys: Callable[[Any, Collection[str]], set[str]] = untouched  # (config, keys)
     remap: Callable[[dict], dict] | None = None  # foreign state dicts onto model_class names
     aliases: tuple[str, ...] = ()  # other model_type values this family loads by remapping

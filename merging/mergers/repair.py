@@ -23,33 +23,9 @@ import torch
 from merging.combine import Linear
 from merging.forward import encode
 from merging.loader import each_clip
+from merging.points import RepairPoint
 
 EPS = 1e-8
-
-
-@dataclass(frozen=True)
-class RepairPoint:
-    name: str
-    module: str  # the affine module whose output is the unit (conv, norm or linear)
-    channels_first: bool  # (batch, units, frames) rather than (batch, frames, units)
-    weight_key: str  # the state-dict key whose alpha the targets are interpolated with
-
-
-def repair_points(config) -> list[RepairPoint]:
-    conv = "feature_extractor.conv_layers"
-    points = []
-    for i in range(len(config.conv_dim)):
-        if config.feat_extract_norm == "layer":
-            module, first = f"{conv}.{i}.layer_norm", False  # normalises over the last axis
-        elif i == 0:
-            module, first = f"{conv}.0.layer_norm", True  # GroupNorm, one group per channel
-        else:
-            module, first = f"{conv}.{i}.conv", True
-        points.append(RepairPoint(f"conv.{i}", module, first, f"{module}.weight"))
-    for layer in range(config.num_hidden_layers):
-        module = f"encoder.layers.{layer}.feed_forward.intermediate_dense"
-        points.append(RepairPoint(f"ffn.{layer}", module, False, f"{module}.weight"))
-    return points
 
 
 @torch.no_grad()
@@ -93,12 +69,12 @@ class Repair(Linear):
 
     @torch.no_grad()
     def refine(self, merged, a, b, clips) -> dict:
-        points = repair_points(merged.config)
+        points = merged.family.repair_points(merged.config)
         layers = merged.config.num_hidden_layers
         stats_a, stats_b = unit_moments(a, points, clips), unit_moments(b, points, clips)
         targets = {}  # per point, the interpolated (mean, std) of the parents
         for p in points:
-            w = self.weight(p.weight_key, layers)
+            w = self.weight(p.weight_key, layers, merged.family.parts)
             targets[p.name] = w * stats_a[p.name] + (1 - w) * stats_b[p.name]
         state = merged.model.state_dict()
         report = []

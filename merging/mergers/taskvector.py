@@ -37,7 +37,8 @@ class TaskVectorMerger(Merger):
         super().check_pool(members, has_base)
         check_named(self.weights, members)
 
-    def combine_pool(self, states, anchor, base=None):
+    def combine_pool(self, states, anchor, base=None, parts=None):
+        """The members' task vectors from ``base``, per tensor (every part weighs alike)."""
         self.check_pool(list(states), base is not None)
         return self.apply(base, states)
 

@@ -184,14 +184,16 @@ class ZipIt(Linear):
         for g in groups:
             (point,) = g.points
             pairs = greedy_pairs(corr[point], self.same_model)
-            matrices[g.name] = zip_matrices(pairs, self.weight(g.axes[0].key, layers))
+            matrices[g.name] = zip_matrices(
+                pairs, self.weight(g.axes[0].key, layers, a.family.parts)
+            )
             n = g.size
             within = ((pairs[:, 0] < n) == (pairs[:, 1] < n)).float().mean()
             paired = corr[point][pairs[:, 0], pairs[:, 1]].double().mean()
             report.append(
                 {"group": g.name, "within_model": float(within), "mean_corr": float(paired)}
             )
-        alpha_of = lambda key: self.weight(key, layers)  # noqa: E731
+        alpha_of = lambda key: self.weight(key, layers, a.family.parts)  # noqa: E731
         zipped = zip_state(a.model.state_dict(), b.model.state_dict(), groups, matrices, alpha_of)
         merged.model.load_state_dict({**merged.model.state_dict(), **zipped})
         return {"groups": report, "passes": 1}
