@@ -9,7 +9,8 @@ export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install test lint table sweep curve calib-curve bench-merge bench-extract bench-frame-rate \
 	bench-calibrate cost-model \
-	pretrain-demo clean-cache vo-point methods s3prl test-s3prl bench-s3prl
+	pretrain-demo shared-base-demo task-vectors clean-cache vo-point methods s3prl test-s3prl \
+	bench-s3prl
 
 # Named sweeps write to fixed dirs, so that starting one again finishes only its missing jobs.
 # make table PAIR=hubert_mert EVAL=paper ARGS='eval.roots.ks=/data/speech_commands_v0.01 ...'
@@ -50,7 +51,10 @@ help:
 	@echo "make s3prl          install the s3prl extra (s3prl's runner, torchaudio) into $(VENV)"
 	@echo "make test-s3prl     s3prl's own runner on a merged checkpoint; FBANK against torchaudio's"
 	@echo "make bench-s3prl    s3prl's runner against the project's probe on one task"
-	@echo "make pretrain-demo  rebuild the demo encoders (checkpoints/demo-*)"
+	@echo "make task-vectors   task arithmetic, TIES and DARE on the demo's shared-base pool"
+	@echo "                    (models=shared_demo), a few weights and densities, with its members"
+	@echo "make pretrain-demo  rebuild the demo encoders (checkpoints/demo-speech, demo-music)"
+	@echo "make shared-base-demo  rebuild the shared-base pool (checkpoints/demo-shared-*)"
 	@echo "make clean-cache    drop cached calibration statistics, features and probes"
 
 # torch first, pinned, so that nothing later asks pip for a newer (CUDA) build.
@@ -150,6 +154,29 @@ pretrain-demo: install
 	$(PY) -m demo.pretrain --domain speech --seed 1 --out checkpoints/demo-speech
 	$(PY) -m demo.pretrain --domain music --seed 2 --lr 5e-4 --steps 5000 --out checkpoints/demo-music
 	$(PY) -m demo.compare --out checkpoints/COMPARISON.md
+
+# The demo's shared-base pool: model A of the demo pair continued on each corpus (one thread
+# each, as the committed checkpoints were trained; the two can run side by side).
+shared-base-demo: install
+	$(PY) -m demo.suite
+	$(PY) -m demo.pretrain --domain speech --seed 3 --steps 400 --lr 5e-4 --threads 1 \
+		--init checkpoints/demo-speech --out checkpoints/demo-shared-speech
+	$(PY) -m demo.pretrain --domain music --seed 4 --steps 1500 --lr 5e-4 --threads 1 \
+		--init checkpoints/demo-speech --out checkpoints/demo-shared-music
+
+# Task-vector merges of the shared-base pool; rows are named METHOD-WEIGHTS(-DENSITY) and
+# tested against plain task arithmetic at weights 1 and 1. The members, the base, FBANK and
+# the two members' layer fusion are reference rows.
+task-vectors: install
+	$(PY) run.py -m models=shared_demo merge=task_arithmetic calibration.size=0 \
+		'merge.weights={speech:0.5,music:0.5},{speech:1.0,music:1.0}' \
+		'experiment_id=task_arithmetic-$${merge.weights.speech}-$${merge.weights.music}' \
+		eval=$(EVAL) hydra.sweep.dir=$(TASKVEC_DIR) $(ARGS)
+	$(PY) run.py -m models=shared_demo merge=ties,dare merge.density=0.2,0.5 calibration.size=0 \
+		'merge.weights={speech:1.0,music:1.0}' \
+		'experiment_id=$${hydra:runtime.choices.merge}-1.0-1.0-d$${merge.density}' \
+		eval=$(EVAL) hydra.sweep.dir=$(TASKVEC_DIR) $(ARGS)
+	$(PY) -m report.table $(TASKVEC_DIR) --reference task_arithmetic-1.0-1.0
 
 clean-cache:
 	rm -rf .cache

@@ -70,8 +70,18 @@ def describe(record: JobRecord) -> str:
     if name != "none" and (record.match or "exact") != "exact":
         aligned += f" by {record.match}"
     method = merge.get("method") or str(merge.get("_target_", "linear")).rsplit(".", 1)[-1].lower()
-    settings = [f"{k} {v}" for k, v in merge.items() if k not in ("method", "_target_", "refined")]
+    settings = [
+        f"{k} {_setting(v)}" for k, v in merge.items() if k not in ("method", "_target_", "refined")
+    ]
     return ", ".join([method, aligned, *settings])
+
+
+def _setting(value: object, nested: bool = False) -> str:
+    """A per-member (or per-part) mapping as ``speech 1.0 / music 0.5``."""
+    if not isinstance(value, dict):
+        return str(value)
+    text = " / ".join(f"{k} {_setting(v, True)}" for k, v in value.items())
+    return f"({text})" if nested else text
 
 
 def load_rows(sweep: str | Path) -> list[Row]:
