@@ -23,6 +23,7 @@ CURVE_DIR ?= multirun/curve/$(PAIR)-$(EVAL)
 CALIB_DIR ?= multirun/calib-curve/$(PAIR)-$(EVAL)
 VO_DIR ?= multirun/vo-point/$(PAIR)-$(EVAL)
 METHODS_DIR ?= multirun/methods/$(PAIR)-$(EVAL)
+TASKVEC_DIR ?= multirun/task-vectors/shared_demo-$(EVAL)
 MATCHERS ?= exact,weight,sinkhorn
 MERGERS ?= linear,repair
 ZIPPERS ?= zipit,zipit_cnn

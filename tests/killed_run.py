@@ -1,10 +1,11 @@
-"""``run.py``, killed with SIGKILL at a chosen point, as an OOM killer or a lost node would.
+"""``run.py`` (or ``python -m KILLED_MODULE``), killed with SIGKILL at a chosen point, as an
+OOM killer or a lost node would.
 
     python tests/killed_run.py MODULE:NAME:N:WHEN[:PATH_PART] run.py-args...
 
-kills the job at the N-th call of ``MODULE.NAME`` (only calls whose first argument contains
-PATH_PART, if given), ``before`` or ``after`` the call. ``KILL_SIGNAL=SIGTERM`` (or SIGINT)
-sends that signal instead, as a scheduler or Ctrl-C would.
+kills the job at the N-th call of ``MODULE.NAME`` (``NAME`` may be ``Class.method``; only
+calls whose first argument contains PATH_PART, if given), ``before`` or ``after`` the call.
+``KILL_SIGNAL=SIGTERM`` (or SIGINT) sends that signal instead, as a scheduler or Ctrl-C would.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run.py's own imp
 def kill_at(point: str) -> None:
     module, name, n, when, *part = point.split(":")
     owner = importlib.import_module(module)
+    *path, name = name.split(".")
+    for attr in path:
+        owner = getattr(owner, attr)
     real = getattr(owner, name)
     calls = 0
     sig = getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL"))
@@ -46,6 +50,11 @@ if __name__ == "__main__":
     import runpy
 
     kill_at(sys.argv[1])  # before run.py imports the name, so that it imports the wrapper
-    script = Path(__file__).resolve().parents[1] / "run.py"
-    sys.argv = [str(script), *sys.argv[2:]]
-    runpy.run_path(str(script), run_name="__main__")
+    module = os.environ.get("KILLED_MODULE")
+    if module:
+        sys.argv = [module, *sys.argv[2:]]
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    else:
+        script = Path(__file__).resolve().parents[1] / "run.py"
+        sys.argv = [str(script), *sys.argv[2:]]
+        runpy.run_path(str(script), run_name="__main__")
