@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install test lint table sweep curve calib-curve bench-merge bench-extract bench-frame-rate \
 	bench-calibrate cost-model \
-	pretrain-demo shared-base-demo task-vectors clean-cache vo-point methods s3prl test-s3prl \
+	pretrain-demo shared-base-demo task-vectors distill-demo clean-cache vo-point methods s3prl test-s3prl \
 	bench-s3prl
 
 # Named sweeps write to fixed dirs, so that starting one again finishes only its missing jobs.
@@ -56,6 +56,7 @@ help:
 	@echo "                    (models=shared_demo), a few weights and densities, with its members"
 	@echo "make pretrain-demo  rebuild the demo encoders (checkpoints/demo-speech, demo-music)"
 	@echo "make shared-base-demo  rebuild the shared-base pool (checkpoints/demo-shared-*)"
+	@echo "make distill-demo   rebuild the demo's distilled students (checkpoints/distill-demo/)"
 	@echo "make clean-cache    drop cached calibration statistics, features and probes"
 
 # torch first, pinned, so that nothing later asks pip for a newer (CUDA) build.
@@ -165,6 +166,15 @@ shared-base-demo: install
 	$(PY) -m demo.pretrain --domain music --seed 4 --steps 1500 --lr 5e-4 --threads 1 \
 		--init checkpoints/demo-speech --out checkpoints/demo-shared-music
 
+# The demo's students of arXiv 2505.13270's route: a speech and a music student from one
+# initialisation (the speech teacher's conv stack and first 2 layers, saved as distill-demo/base)
+# and an ensemble student of both teachers; one thread each, so the three can run side by side.
+distill-demo: install
+	$(PY) -m demo.suite
+	for recipe in speech music ensemble; do \
+		OMP_NUM_THREADS=1 $(PY) -m distill recipe=demo_$$recipe || exit 1; \
+	done
+
 # Task-vector merges of the shared-base pool; rows are named METHOD-WEIGHTS(-DENSITY) and
 # tested against plain task arithmetic at weights 1 and 1. The members, the base, FBANK and
 # the two members' layer fusion are reference rows.
@@ -174,8 +184,8 @@ task-vectors: install
 		'experiment_id=task_arithmetic-$${merge.weights.speech}-$${merge.weights.music}' \
 		eval=$(EVAL) hydra.sweep.dir=$(TASKVEC_DIR) $(ARGS)
 	$(PY) run.py -m models=shared_demo merge=ties,dare merge.density=0.2,0.5 calibration.size=0 \
-		'merge.weights={speech:1.0,music:1.0}' \
-		'experiment_id=$${hydra:runtime.choices.merge}-1.0-1.0-d$${merge.density}' \
+		'merge.weights={speech:0.5,music:0.5},{speech:1.0,music:1.0}' \
+		'experiment_id=$${hydra:runtime.choices.merge}-$${merge.weights.speech}-$${merge.weights.music}-d$${merge.density}' \
 		eval=$(EVAL) hydra.sweep.dir=$(TASKVEC_DIR) $(ARGS)
 	$(PY) -m report.table $(TASKVEC_DIR) --reference task_arithmetic-1.0-1.0
 

@@ -517,7 +517,7 @@ A small HuBERT-family encoder ({summary["parameters"] / 1e6:.2f} M parameters:
   last 50 steps.
 - Weights stored in float16; `merging.load.load_encoder` loads them as float32.
 
-Rebuild with `make pretrain-demo`. Loss curve:
+Rebuild with `make {'shared-base-demo' if s.get('init') else 'pretrain-demo'}`. Loss curve:
 
 ![loss](loss.png)
 """
