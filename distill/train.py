@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from distill.student import Heads, distil_loss, student_from, target_layers
 from merging.audio import AudioError, list_audio, read_audio
-from merging.forward import encode
+from merging.forward import encode, forward
 from merging.load import Encoder, load_encoder
 from merging.loader import planned_samples
 from merging.merge import export
@@ -113,7 +113,7 @@ class Distiller(L.LightningModule):
     def training_step(self, wave: torch.Tensor, _idx: int) -> torch.Tensor:
         torch.manual_seed(self.settings["seed"] * 1_000_003 + self.global_step)  # dropout
         lengths = torch.full((len(wave),), wave.shape[1], dtype=torch.long)
-        hidden = encode(self.student_encoder, wave, lengths).last_hidden_state
+        hidden = forward(self.student_encoder, wave, lengths).last_hidden_state
         predicted = self.heads(hidden)
         losses, cosines = [], []
         for t in self._teachers:

@@ -83,14 +83,14 @@ def masked_group_norm(model: nn.Module, frames: torch.Tensor | None) -> Iterator
         handle.remove()
 
 
-@torch.no_grad()  # not inference_mode: hooks keep state that outlives the pass
-def encode(
+def forward(
     encoder: Encoder,
     batch: torch.Tensor,
     lengths: torch.Tensor,
     output_hidden_states: bool = False,
 ):
-    """Run the encoder on a right-padded batch; valid frames match unpadded passes."""
+    """Run the encoder on a right-padded batch, with autograd (a student in training);
+    valid frames match unpadded passes."""
     device = next(encoder.model.parameters()).device
     inputs = prepare_input(encoder, batch, lengths).to(device)
     padded = bool((lengths < batch.shape[1]).any())
@@ -100,3 +100,14 @@ def encode(
         return encoder.model(
             inputs, attention_mask=attention_mask, output_hidden_states=output_hidden_states
         )
+
+
+@torch.no_grad()  # not inference_mode: hooks keep state that outlives the pass
+def encode(
+    encoder: Encoder,
+    batch: torch.Tensor,
+    lengths: torch.Tensor,
+    output_hidden_states: bool = False,
+):
+    """``forward`` without autograd: every pass of merging and probing."""
+    return forward(encoder, batch, lengths, output_hidden_states)

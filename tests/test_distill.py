@@ -118,6 +118,14 @@ def test_distillation_learns_the_teacher_and_its_students_merge_over_their_base(
     base = load_encoder(world / "base")
     students = {n: load_encoder(tmp_path / n) for n in ("s1", "s2")}
     assert base.config.num_hidden_layers == 1 and base.family.model_type == "hubert"
+    for student in students.values():  # the encoder itself learned, not only its heads
+        moved = {
+            k: (t - base.model.state_dict()[k]).abs().max().item()
+            for k, t in student.model.state_dict().items()
+            if t.is_floating_point()
+        }
+        assert moved["encoder.layers.0.feed_forward.output_dense.weight"] > 1e-3, moved
+        assert moved["feature_extractor.conv_layers.0.conv.weight"] > 1e-3, moved
     out = tmp_path / "merged"
     done = run_py(
         "models=local",
