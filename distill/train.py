@@ -11,6 +11,7 @@ import copy
 import csv
 import json
 import math
+import os
 import platform
 import shutil
 import time
@@ -31,7 +32,7 @@ from merging.load import Encoder, load_encoder
 from merging.loader import planned_samples
 from merging.merge import export
 
-RESUME = ".resume"  # the Lightning checkpoints of a run in progress, inside its output folder
+RESUME = ".resume"  # <out>.resume/: the Lightning checkpoints of a run in progress
 
 
 @dataclass
@@ -105,8 +106,11 @@ class Distiller(L.LightningModule):
         self._teachers = tuple(teachers)  # a tuple: not registered, not saved
         self.settings = dict(settings)
         self.history: list[dict[str, float]] = []
+        self.seconds = 0.0  # of training, over every run that led here
+        self._started = time.perf_counter()
 
     def on_fit_start(self) -> None:
+        self._started = time.perf_counter()
         for t in self._teachers:
             t.encoder.model.to(self.device).eval().requires_grad_(False)
 
@@ -153,11 +157,17 @@ class Distiller(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return [opt], [{"scheduler": sched, "interval": "step"}]
 
+    def trained_seconds(self) -> float:
+        return self.seconds + time.perf_counter() - self._started
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["history"] = self.history
+        checkpoint["train_seconds"] = self.trained_seconds()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = list(checkpoint.get("history", []))
+        self.seconds = float(checkpoint.get("train_seconds", 0.0))
+        self._started = time.perf_counter()
 
 
 def _teachers(cfg: Mapping, heads: int) -> list[Teacher]:
@@ -214,7 +224,7 @@ def _export_as(encoder: Encoder, path: Path, dtype: torch.dtype) -> None:
 
 def distill(cfg: Mapping, progress: bool = True, command: str | None = None) -> dict:
     """Train one student as ``cfg`` says (conf/distill/config.yaml) and save it, its base and
-    its model card; resumes from ``<out>/.resume/last.ckpt`` if a run was killed."""
+    its model card; resumes from ``<out>.resume/last.ckpt`` if a run was killed."""
     out = Path(cfg["out"])
     dtype = {"float16": torch.float16, "float32": torch.float32}[cfg["save_dtype"]]
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
@@ -229,7 +239,7 @@ def distill(cfg: Mapping, progress: bool = True, command: str | None = None) -> 
     files, lengths = usable_files(dirs, rate, samples)
     settings = {k: cfg[k] for k in ("seed", "lr", "weight_decay", "warmup", "steps", "cos_weight")}
     module = Distiller(student, teachers, settings)
-    resume_dir = out / RESUME
+    resume_dir = Path(f"{out}{RESUME}")  # beside <out>, which the export replaces whole
     last = resume_dir / "last.ckpt"
     done = 0
     if last.is_file():
@@ -258,9 +268,8 @@ def distill(cfg: Mapping, progress: bool = True, command: str | None = None) -> 
         enable_progress_bar=progress,
         log_every_n_steps=10,
     )
-    t0 = time.perf_counter()
     trainer.fit(module, loader, ckpt_path=str(last) if last.is_file() else None)
-    seconds = time.perf_counter() - t0
+    seconds = module.trained_seconds()
     module.cpu()
     student.model.eval()
     _export_as(student, out, dtype)
@@ -277,8 +286,6 @@ def distill(cfg: Mapping, progress: bool = True, command: str | None = None) -> 
 
 
 def _logger(cfg: Mapping, out: Path):
-    import os
-
     logger = cfg.get("logger") or {}
     mode = os.environ.get("WANDB_MODE") or logger.get("mode") or "offline"
     if mode == "disabled":

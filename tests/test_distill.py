@@ -114,7 +114,7 @@ def test_distillation_learns_the_teacher_and_its_students_merge_over_their_base(
         assert np.mean([r["cos"] for r in last]) > np.mean([r["cos"] for r in first]) + 0.05
         card = (tmp_path / name / "README.md").read_text()
         assert "Final loss" in card and (tmp_path / name / "loss.png").is_file()
-        assert not (tmp_path / name / ".resume").exists()  # finished: no checkpoints kept
+        assert not (tmp_path / f"{name}.resume").exists()  # finished: no checkpoints kept
     base = load_encoder(world / "base")
     students = {n: load_encoder(tmp_path / n) for n in ("s1", "s2")}
     assert base.config.num_hidden_layers == 1 and base.family.model_type == "hubert"
@@ -164,12 +164,14 @@ def test_a_killed_distillation_resumes_and_ends_where_an_uninterrupted_one_ends(
     kill = "distill.train:Distiller.training_step:14:before"  # after the checkpoint of step 10
     killed = distill_py(*args(world, tmp_path / "cut", "T1", "d1", *common), kill=kill)
     assert killed.returncode == -9, killed.stderr[-3000:]
-    assert (tmp_path / "cut" / ".resume" / "last.ckpt").is_file()
+    assert (tmp_path / "cut.resume" / "last.ckpt").is_file()
     assert not (tmp_path / "cut" / "loss.csv").exists()
     resumed = distill_py(*args(world, tmp_path / "cut", "T1", "d1", *common))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     summary = json.loads((tmp_path / "cut" / "training.json").read_text())
-    assert summary["resumed_at_step"] == 10
+    assert summary["resumed_at_step"] == 10 and not (tmp_path / "cut.resume").exists()
+    whole_seconds = json.loads((tmp_path / "whole" / "training.json").read_text())["train_seconds"]
+    assert summary["train_seconds"] > 0.3 * whole_seconds  # both runs' training counted
     a, b = _rows(tmp_path / "whole" / "loss.csv"), _rows(tmp_path / "cut" / "loss.csv")
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(24))
     for x, y in zip(a, b, strict=True):
