@@ -11,7 +11,6 @@ import copy
 import csv
 import json
 import math
-import os
 import platform
 import shutil
 import time
@@ -31,6 +30,7 @@ from merging.forward import encode, forward
 from merging.load import Encoder, load_encoder
 from merging.loader import planned_samples
 from merging.merge import export
+from report.tracking import wandb_mode
 
 RESUME = ".resume"  # <out>.resume/: the Lightning checkpoints of a run in progress
 
@@ -287,7 +287,7 @@ def distill(cfg: Mapping, progress: bool = True, command: str | None = None) -> 
 
 def _logger(cfg: Mapping, out: Path):
     logger = cfg.get("logger") or {}
-    mode = os.environ.get("WANDB_MODE") or logger.get("mode") or "offline"
+    mode = wandb_mode(logger)
     if mode == "disabled":
         return False
     from lightning.pytorch.loggers import WandbLogger
