@@ -313,7 +313,8 @@ def test_a_signal_during_probe_training_is_recorded_as_interrupted(pair, tmp_pat
     out = tmp_path / "J"
     during_training = "torch.nn.functional:cross_entropy:3:before"  # inside Lightning's fit
     killer = [sys.executable, str(ROOT / "tests" / "killed_run.py"), during_training]
-    cmd = job(pair, out, 0.9, "eval=folder", f"eval.root={pair / 'task'}")[2:]
+    own_cache = f"paths.cache={tmp_path / 'cache'}"  # earlier tests' probes must not spare training
+    cmd = job(pair, out, 0.9, "eval=folder", f"eval.root={pair / 'task'}", own_cache)[2:]
     done = run([*killer, *cmd], KILL_SIGNAL=sig)
     assert done.returncode != 0
     assert json.loads((out / "results.json").read_text())["status"] == "interrupted"
