@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install test lint table sweep curve calib-curve bench-merge bench-extract bench-frame-rate \
 	bench-calibrate cost-model \
-	pretrain-demo shared-base-demo task-vectors distill-demo clean-cache vo-point methods s3prl test-s3prl \
+	pretrain-demo shared-base-demo task-vectors distill-demo routes clean-cache vo-point methods s3prl test-s3prl \
 	bench-s3prl
 
 # Named sweeps write to fixed dirs, so that starting one again finishes only its missing jobs.
@@ -24,6 +24,10 @@ CALIB_DIR ?= multirun/calib-curve/$(PAIR)-$(EVAL)
 VO_DIR ?= multirun/vo-point/$(PAIR)-$(EVAL)
 METHODS_DIR ?= multirun/methods/$(PAIR)-$(EVAL)
 TASKVEC_DIR ?= multirun/task-vectors/shared_demo-$(EVAL)
+ROUTES_DIR ?= multirun/routes/$(PAIR)-$(EVAL)
+# the routes' students: a pool of two students with their base (conf/models/), and one ensemble
+STUDENTS ?= distill_demo
+ENSEMBLE ?= checkpoints/distill-demo/ensemble
 MATCHERS ?= exact,weight,sinkhorn
 MERGERS ?= linear,repair
 ZIPPERS ?= zipit,zipit_cnn
@@ -54,6 +58,9 @@ help:
 	@echo "make bench-s3prl    s3prl's runner against the project's probe on one task"
 	@echo "make task-vectors   task arithmetic, TIES and DARE on the demo's shared-base pool"
 	@echo "                    (models=shared_demo), a few weights and densities, with its members"
+	@echo "make routes         teachers merged (IDs 4, 5), students ($(STUDENTS)) alone and merged"
+	@echo "                    by task vectors, the ensemble student, the teachers' fusion: one"
+	@echo "                    table with costs, normalised by the teachers, in $(ROUTES_DIR)"
 	@echo "make pretrain-demo  rebuild the demo encoders (checkpoints/demo-speech, demo-music)"
 	@echo "make shared-base-demo  rebuild the shared-base pool (checkpoints/demo-shared-*)"
 	@echo "make distill-demo   rebuild the demo's distilled students (checkpoints/distill-demo/)"
@@ -188,6 +195,26 @@ task-vectors: install
 		'experiment_id=$${hydra:runtime.choices.merge}-$${merge.weights.speech}-$${merge.weights.music}-d$${merge.density}' \
 		eval=$(EVAL) hydra.sweep.dir=$(TASKVEC_DIR) $(ARGS)
 	$(PY) -m report.table $(TASKVEC_DIR) --reference task_arithmetic-1.0-1.0
+
+# Routes to one speech+music encoder (arXiv 2506.11403's merge of the teachers, 2505.13270's task
+# vectors of distilled students, an ensemble-distilled student, the teachers' layer fusion) in one
+# sweep; report.routes rescores every row against the teachers and tests it against ID 5.
+routes: install
+	$(PY) run.py -m pair=$(PAIR) experiment=id4,id5 eval=$(EVAL) \
+		hydra.sweep.dir=$(ROUTES_DIR) $(ARGS)
+	$(PY) run.py -m models=$(STUDENTS) merge=task_arithmetic calibration.size=0 \
+		'merge.weights={speech:1.0,music:1.0},{speech:0.5,music:0.5},{speech:0.9,music:0.1}' \
+		'experiment_id=ta-$${merge.weights.speech}-$${merge.weights.music}' \
+		eval=$(EVAL) hydra.sweep.dir=$(ROUTES_DIR) $(ARGS)
+	$(PY) run.py -m models=$(STUDENTS) merge=ties,dare merge.density=0.5 calibration.size=0 \
+		'merge.weights={speech:1.0,music:1.0}' \
+		'experiment_id=$${hydra:runtime.choices.merge}-1.0-1.0-d0.5' \
+		eval=$(EVAL) hydra.sweep.dir=$(ROUTES_DIR) $(ARGS)
+	$(PY) run.py models=$(STUDENTS) '+models.members.ensemble=$${repo:$(ENSEMBLE)}' \
+		parent=ensemble merge=linear permute=none calibration.size=0 \
+		'merge.weights={speech:0.0,music:0.0,ensemble:1.0}' \
+		eval=$(EVAL) hydra.run.dir=$(ROUTES_DIR)/ensemble $(ARGS)
+	$(PY) -m report.routes $(ROUTES_DIR)
 
 clean-cache:
 	rm -rf .cache

@@ -60,7 +60,6 @@ from report.tracking import log_job
 
 log = logging.getLogger("run")
 ROOT = Path(__file__).resolve().parent
-PARENT_ALPHA = {"a": 1.0, "b": 0.0}  # torch.lerp returns the end points exactly
 DEFAULT_HEATMAPS = ("conv.0", "ffn.0", "attn_vo.0")  # heatmaps=null: those the encoders have
 OUTPUTS = ("merged", "permutations.safetensors")  # what resume checks is still in the job dir
 
@@ -78,20 +77,32 @@ register_resolvers()
 
 
 def check_parent(cfg: DictConfig) -> None:
-    """IDs 1 and 2 score a parent alone: only alpha 1 (0) with no alignment gives A (B) exactly."""
-    if cfg.get("parent") is None:
+    """``parent=NAME`` scores one member of the pool alone (IDs 1 and 2: a pair's A and B).
+    Only a linear merge with all the weight on it and no alignment returns its weights exactly
+    (``torch.lerp`` returns its end points, a weighted mean with weights 1, 0, ... its first)."""
+    parent = cfg.get("parent")
+    if parent is None:
         return
-    if cfg.parent not in PARENT_ALPHA:
-        raise ValueError(f"parent must be a, b or null, got {cfg.parent!r}")
-    if list(cfg.models.members) != list(PARENT_ALPHA) or cfg.models.anchor != "a":
-        raise ValueError(f"parent={cfg.parent} scores a member of a pair (models=pair) alone")
+    members = [str(n) for n in cfg.models.members]
+    if parent not in members:
+        raise ValueError(f"parent={parent} is not a member of the pool ({', '.join(members)})")
     p = cfg.permute
     aligned = bool(p.cnn or p.ffn or p.res or p.attn != "none")
-    if cfg.merge.get("alpha") != PARENT_ALPHA[cfg.parent] or aligned:
+    weights = cfg.merge.get("weights")
+    if weights is None:  # two members weighed by alpha, the anchor's weight
+        alpha = 1.0 if parent == str(cfg.models.anchor) else 0.0
+        wanted, got = f"merge.alpha={alpha}", f"merge.alpha={cfg.merge.get('alpha')}"
+        exact = cfg.merge.get("alpha") == alpha
+    else:
+        one = {m: 1.0 if m == parent else 0.0 for m in members}
+        wanted = "merge.weights={" + ",".join(f"{m}:{w}" for m, w in one.items()) + "}"
+        got = f"merge.weights={OmegaConf.to_container(weights)}"
+        exact = {str(m): w for m, w in weights.items()} == one
+    linear = cfg.merge.get("_target_") == "merging.combine.Linear"
+    if not (exact and linear) or aligned:
         raise ValueError(
-            f"parent={cfg.parent} scores model {cfg.parent.upper()} alone, which needs "
-            f"merge.alpha={PARENT_ALPHA[cfg.parent]} and permute=none "
-            f"(got merge.alpha={cfg.merge.get('alpha')}, permute={p.name}"
+            f"parent={parent} scores {parent} alone, which needs merge=linear, {wanted} and "
+            f"permute=none (got merge={cfg.merge.get('_target_')}, {got}, permute={p.name}"
             f"{'' if p.cnn or p.name == 'none' else ' without CNN'})"
         )
 

@@ -58,9 +58,11 @@ def describe(record: JobRecord) -> str:
     """Method, scope and alpha in a few words; a parent scored alone says so."""
     config = record.config
     parent = record.parent or config.get("parent")
-    if parent in ("a", "b"):
-        source = str((config.get("pair") or {}).get(parent) or "")
-        return f"model {parent.upper()} alone ({Path(source).name or source})"
+    if parent:
+        models = config.get("models") or {}
+        source = str((models.get("members") or config.get("pair") or {}).get(parent) or "")
+        who = f"model {parent.upper()}" if models.get("name", "pair") == "pair" else parent
+        return f"{who} alone ({Path(source).name or source})"
     scope = config.get("permute") or {}
     merge = record.merge or config.get("merge") or {}
     name = scope.get("name", "?")
@@ -233,7 +235,7 @@ def _cell(row: Row, column: str, value: float | None) -> str:
     return text + ("*" if column in row.significant else "")
 
 
-def _cells(row: Row, tasks: Sequence[str]) -> list[str]:
+def cells(row: Row, tasks: Sequence[str]) -> list[str]:
     if row.status != "ok":
         return [row.status] + [""] * (len(tasks) + len(SCORES) - 1)
     return [_cell(row, t, row.tasks.get(t)) for t in tasks] + [
@@ -245,7 +247,7 @@ def row_label(row: Row) -> str:
     return str(row.number or row.key)
 
 
-def _markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+def markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in body]
 
@@ -263,14 +265,14 @@ def render(
         header.append("error")
     body = []
     for r in rows:
-        cells = [row_label(r), r.description, *_cells(r, tasks)]
+        line = [row_label(r), r.description, *cells(r, tasks)]
         if paper:
             p = paper.get(r.number or -1, {})
-            cells += [_num(p.get(s)) for s in SCORES]
+            line += [_num(p.get(s)) for s in SCORES]
         if failed:
-            cells.append((r.error or "")[:200])
-        body.append(cells)
-    text = ["# Ablation table", "", *_markdown(header, body)]
+            line.append((r.error or "")[:200])
+        body.append(line)
+    text = ["# Ablation table", "", *markdown(header, body)]
     if any(r.intervals for r in rows):
         ref = next((row_label(r) for r in rows if r.key == reference), None)
         text += [
@@ -294,7 +296,7 @@ def render(
             for n, v in sorted(paper.items())
         ]
         head = ["ID", *map(column_title, cols), "Speech", "Music", "Avg"]
-        text += ["", "## The paper's Table I (arXiv 2506.11403)", "", *_markdown(head, paper_body)]
+        text += ["", "## The paper's Table I (arXiv 2506.11403)", "", *markdown(head, paper_body)]
     return "\n".join(text) + "\n"
 
 

@@ -146,6 +146,31 @@ def test_alpha_one_and_zero_are_exactly_the_parents():
         run.check_parent(composed("experiment=id2", "permute=cnn"))
 
 
+def test_any_member_of_a_pool_is_scored_alone_exactly():
+    from merging.combine import Linear
+
+    states = {n: random_encoder(tiny_config(), s).model.state_dict() for s, n in enumerate("xyz")}
+    for parent in states:
+        one = {m: 1.0 if m == parent else 0.0 for m in states}
+        merged = Linear(weights=one).combine_pool(states, anchor="x")
+        assert all(torch.equal(merged[k], states[parent][k]) for k in merged)
+    pool = ("models=distill_demo", "merge=linear", "permute=none")
+    run.check_parent(composed(*pool, "parent=music", "merge.weights={speech:0.0,music:1.0}"))
+    with pytest.raises(ValueError, match="not a member of the pool"):
+        run.check_parent(composed(*pool, "parent=a", "merge.weights={speech:0.0,music:1.0}"))
+    with pytest.raises(ValueError, match=r"merge.weights=\{speech:0.0,music:1.0\}"):
+        run.check_parent(composed(*pool, "parent=music", "merge.weights={speech:0.5,music:0.5}"))
+    with pytest.raises(ValueError, match="needs merge=linear"):
+        run.check_parent(
+            composed(
+                "models=distill_demo",
+                "merge=task_arithmetic",
+                "parent=music",
+                "merge.weights={speech:0.0,music:1.0}",
+            )
+        )
+
+
 def test_resume_needs_an_ok_result_of_the_same_config(tmp_path):
     config = {"seed": 0, "merge": {"alpha": 0.9}, "progress": True, "paths": {"cache": "x"}}
     assert not finished(tmp_path, config)
