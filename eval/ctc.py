@@ -254,7 +254,7 @@ class CTCResult:
     test_words: list[int]  # words in each test utterance's reference
 
 
-def _select(frames: Sequence[torch.Tensor], idx: list[int]) -> Sequence[torch.Tensor]:
+def select_clips(frames: Sequence[torch.Tensor], idx: list[int]) -> Sequence[torch.Tensor]:
     """Some clips' frames: a view of a store (read when used), or a list."""
     return frames.select(idx) if isinstance(frames, FrameStore) else [frames[i] for i in idx]
 
@@ -272,7 +272,7 @@ class _Pairs(Dataset):
         return self.frames[i], self.targets[i]
 
 
-def _layer_moments(clips: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def layer_moments(clips: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per (layer, dim) mean and standard deviation over every frame, clip by clip: an hour of
     HuBERT-base frames concatenated in float32 would be ~7 GB."""
     n = sum(c.shape[1] for c in clips)
@@ -302,11 +302,11 @@ def fit_ctc(
     if not split["valid"]:
         split["valid"] = split["train"]
     texts = {s: [feats.examples[i].label for i in idx] for s, idx in split.items()}
-    clips = {s: _select(feats.frames, idx) for s, idx in split.items()}
+    clips = {s: select_clips(feats.frames, idx) for s, idx in split.items()}
     vocab = Vocabulary(texts["train"])
     train = _Pairs(clips["train"], [vocab.encode(t) for t in texts["train"]])
 
-    mean, std = _layer_moments(clips["train"])
+    mean, std = layer_moments(clips["train"])
 
     def trained():
         for lr in lrs:

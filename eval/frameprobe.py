@@ -1,0 +1,179 @@
+"""Utterance probes that learn an interface over layers on frame features (``eval.interface``).
+
+The pooled probe (``eval.probe``) sums layers after pooling, which a weighted sum allows; a
+non-linear interface (HConv, CHConv) has to see every frame: clips come from one frame store
+per upstream (``eval.framestore``, read per batch), each upstream standardised per layer and
+dimension on the training frames, matched (layer counts, frame rates) clip by clip, so padding
+never enters a clip's frames; then the interface, a mean over the clip's valid frames and a
+linear (or one-hidden-layer) classifier. Learning rate chosen on validation, as every probe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader, Dataset
+
+from eval import interface as interfaces
+from eval.ctc import FrameFeatures, layer_moments, select_clips
+from eval.probe import ProbeResult, best_on_validation, fit_quietly, one_thread
+from merging.forward import frame_mask
+
+
+class Clips(Dataset):
+    """Each clip's matched, standardised frames (layers', frames, dim') and its class."""
+
+    def __init__(self, parts, moments, name: str, labels: Sequence[int]):
+        self.parts, self.moments, self.name, self.labels = parts, moments, name, list(labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        hidden = [
+            ((part[i].float() - mean[:, None]) / std[:, None]).unsqueeze(1)
+            for part, (mean, std) in zip(self.parts, self.moments, strict=True)
+        ]  # each (layers, 1, frames, dim)
+        return interfaces.combine(self.name, hidden).squeeze(1), self.labels[i]
+
+
+def collate(items):
+    x, y = zip(*items, strict=True)
+    frames = torch.tensor([t.shape[1] for t in x])
+    padded = pad_sequence([t.transpose(0, 1) for t in x], batch_first=True)  # (b, t, l, d)
+    return padded.permute(2, 0, 1, 3), frames, torch.tensor(y)
+
+
+class FrameProbe(L.LightningModule):
+    """Interface -> mean over valid frames -> classifier."""
+
+    def __init__(self, module: nn.Module, classes: int, hidden: int, lr: float, decay: float):
+        super().__init__()
+        self.interface, self.lr, self.decay = module, lr, decay
+        dim = module.out_dim
+        self.head = (
+            nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+            if hidden
+            else nn.Linear(dim, classes)
+        )
+
+    def forward(self, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        h = self.interface(x)  # (batch, frames, out_dim)
+        mask = frame_mask(frames, h.shape[1]).to(h.dtype).unsqueeze(-1)
+        pooled = (h * mask).sum(1) / frames.clamp(min=1).unsqueeze(-1).to(h.dtype)
+        return self.head(pooled)
+
+    def training_step(self, batch, _idx):
+        x, frames, y = batch
+        return nn.functional.cross_entropy(self(x, frames), y)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.decay)
+
+
+def logits(model: FrameProbe, data: Clips, batch_size: int = 32) -> torch.Tensor:
+    model.cpu().float().eval()  # whatever device and precision it was trained in
+    with torch.no_grad():
+        return torch.cat(
+            [model(x, frames) for x, frames, _ in DataLoader(data, batch_size, collate_fn=collate)]
+        )
+
+
+def predict(model: FrameProbe, data: Clips) -> torch.Tensor:
+    return logits(model, data).argmax(1)
+
+
+@dataclass
+class FrameProbeSettings:
+    interface: str = "hconv"
+    lrs: Sequence[float] = (1e-3, 1e-2)
+    hidden: int = 0
+    epochs: int = 40
+    batch_size: int = 32
+    weight_decay: float = 0.0
+
+
+def fit_frame_probes(
+    parts: Sequence[FrameFeatures],
+    settings: FrameProbeSettings,
+    seeds: Sequence[int] = (0,),
+    trainer: Mapping[str, Any] | None = None,
+) -> list[ProbeResult]:
+    """One upstream's (or several upstreams', on the same clips) frame features: per seed,
+    one probe per learning rate, the best on validation scored on test."""
+    examples = parts[0].examples
+    for p in parts[1:]:
+        if [e.path for e in p.examples] != [e.path for e in examples]:
+            raise ValueError("the upstreams' frame features hold different clips: align them")
+    classes = sorted({e.label for e in examples})
+    index = {c: i for i, c in enumerate(classes)}
+    split = {
+        s: [i for i, e in enumerate(examples) if e.split == s] for s in ("train", "valid", "test")
+    }
+    if not split["train"] or not split["test"]:
+        raise ValueError("a probe needs non-empty train and test splits")
+    if not split["valid"]:
+        split["valid"] = split["train"]
+    moments = [layer_moments(select_clips(p.frames, split["train"])) for p in parts]
+    data = {
+        s: Clips(
+            [select_clips(p.frames, idx) for p in parts],
+            moments,
+            settings.interface,
+            [index[examples[i].label] for i in idx],
+        )
+        for s, idx in split.items()
+    }
+    layers = [p.frames[0].shape[0] for p in parts]
+    dims = [p.frames[0].shape[2] for p in parts]
+    results = []
+    for seed in seeds:
+
+        def trained(seed: int = seed):
+            for lr in settings.lrs:
+                L.seed_everything(seed, workers=True, verbose=False)
+                module = interfaces.build(settings.interface, layers, dims)
+                model = FrameProbe(
+                    module, len(classes), settings.hidden, lr, settings.weight_decay
+                )
+                loader = DataLoader(
+                    data["train"],
+                    batch_size=settings.batch_size,
+                    shuffle=True,
+                    collate_fn=collate,
+                    generator=torch.Generator().manual_seed(seed),
+                )
+                with one_thread():
+                    fit_quietly(model, loader, settings.epochs, trainer)
+                yield lr, model
+
+        valid, lr, model = best_on_validation(
+            trained(),
+            lambda m: float((predict(m, data["valid"]) == torch.tensor(data["valid"].labels))
+                            .double().mean()),
+        )  # fmt: skip
+        predicted = predict(model, data["test"])
+        truth = torch.tensor(data["test"].labels)
+        weights = (
+            model.interface.weights().tolist()
+            if isinstance(model.interface, interfaces.WeightedSum)
+            else []
+        )
+        results.append(
+            ProbeResult(
+                float((predicted == truth).double().mean()),
+                valid,
+                lr,
+                weights,
+                classes,
+                [examples[i].path for i in split["test"]],
+                [classes[k] for k in predicted.tolist()],
+            )
+        )
+    return results
