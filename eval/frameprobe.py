@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from eval import interface as interfaces
 from eval.ctc import FrameFeatures, layer_moments, select_clips
+from eval.data import Example
 from eval.probe import ProbeResult, best_on_validation, fit_quietly, one_thread
 from merging.forward import frame_mask
 
@@ -90,6 +91,34 @@ def predict(model: FrameProbe, data: Clips) -> torch.Tensor:
 
 
 @dataclass
+class FrameParts:
+    """Several upstreams' frame features of the same clips (one upstream: one part):
+    ``examples`` are the clips every part holds, ``positions[k][i]`` where part k holds
+    example i."""
+
+    parts: list[FrameFeatures]
+    examples: list[Example]
+    positions: list[list[int]]
+
+    @classmethod
+    def join(cls, parts: Sequence[FrameFeatures]) -> FrameParts:
+        """The clips every part could read, in the first part's order."""
+        where = [{e.path: i for i, e in enumerate(p.examples)} for p in parts]
+        examples = [e for e in parts[0].examples if all(e.path in w for w in where)]
+        positions = [[w[e.path] for e in examples] for w in where]
+        return cls(list(parts), examples, positions)
+
+    @property
+    def skipped(self) -> list[str]:
+        kept = {e.path for e in self.examples}
+        every = {e.path for p in self.parts for e in p.examples}
+        return sorted({s for p in self.parts for s in p.skipped} | (every - kept))
+
+    def frames(self, k: int, idx: Sequence[int]) -> Sequence[torch.Tensor]:
+        return select_clips(self.parts[k].frames, [self.positions[k][i] for i in idx])
+
+
+@dataclass
 class FrameProbeSettings:
     interface: str = "hconv"
     lrs: Sequence[float] = (1e-3, 1e-2)
@@ -100,17 +129,14 @@ class FrameProbeSettings:
 
 
 def fit_frame_probes(
-    parts: Sequence[FrameFeatures],
+    feats: FrameParts,
     settings: FrameProbeSettings,
     seeds: Sequence[int] = (0,),
     trainer: Mapping[str, Any] | None = None,
 ) -> list[ProbeResult]:
-    """One upstream's (or several upstreams', on the same clips) frame features: per seed,
-    one probe per learning rate, the best on validation scored on test."""
-    examples = parts[0].examples
-    for p in parts[1:]:
-        if [e.path for e in p.examples] != [e.path for e in examples]:
-            raise ValueError("the upstreams' frame features hold different clips: align them")
+    """Per seed: one probe per learning rate over the parts' frames, the best on validation
+    scored on test."""
+    examples = feats.examples
     classes = sorted({e.label for e in examples})
     index = {c: i for i, c in enumerate(classes)}
     split = {
@@ -120,18 +146,19 @@ def fit_frame_probes(
         raise ValueError("a probe needs non-empty train and test splits")
     if not split["valid"]:
         split["valid"] = split["train"]
-    moments = [layer_moments(select_clips(p.frames, split["train"])) for p in parts]
+    count = range(len(feats.parts))
+    moments = [layer_moments(feats.frames(k, split["train"])) for k in count]
     data = {
         s: Clips(
-            [select_clips(p.frames, idx) for p in parts],
+            [feats.frames(k, idx) for k in count],
             moments,
             settings.interface,
             [index[examples[i].label] for i in idx],
         )
         for s, idx in split.items()
     }
-    layers = [p.frames[0].shape[0] for p in parts]
-    dims = [p.frames[0].shape[2] for p in parts]
+    layers = [int(m.shape[0]) for m, _ in moments]
+    dims = [int(m.shape[1]) for m, _ in moments]
     results = []
     for seed in seeds:
 
@@ -139,9 +166,7 @@ def fit_frame_probes(
             for lr in settings.lrs:
                 L.seed_everything(seed, workers=True, verbose=False)
                 module = interfaces.build(settings.interface, layers, dims)
-                model = FrameProbe(
-                    module, len(classes), settings.hidden, lr, settings.weight_decay
-                )
+                model = FrameProbe(module, len(classes), settings.hidden, lr, settings.weight_decay)
                 loader = DataLoader(
                     data["train"],
                     batch_size=settings.batch_size,

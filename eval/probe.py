@@ -7,6 +7,7 @@ validation split; the test split is scored once, with the chosen setting.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -243,10 +244,17 @@ def clip_key(e: Example) -> str:
     return "/".join(Path(e.path).parts[-2:])
 
 
-def fit_kfold(feats: PooledFeatures, seeds: Sequence[int] = (0,), **kwargs) -> list[dict]:
+def fit_kfold(
+    feats: Any,
+    seeds: Sequence[int] = (0,),
+    fit: Callable[..., list[ProbeResult]] | None = None,
+    **kwargs,
+) -> list[dict]:
     """Leave-one-fold-out over the ``fold<k>`` splits; validation is a hashed 10% of the rest.
     One result per seed: fold accuracies, their mean and std, and every clip's prediction by
-    the probe that held it out."""
+    the probe that held it out. ``feats``: a dataclass with ``examples`` (pooled features, or
+    frame features for ``fit=eval.frameprobe.fit_frame_probes``)."""
+    fit = fit or fit_probes
     folds = sorted({e.split for e in feats.examples})
     if len(folds) < 2 or not all(f.startswith("fold") for f in folds):
         raise ValueError(f"k-fold probing needs fold<k> splits, got {folds}")
@@ -259,8 +267,8 @@ def fit_kfold(feats: PooledFeatures, seeds: Sequence[int] = (0,), **kwargs) -> l
             )
             for e in feats.examples
         ]
-        held_out = PooledFeatures(feats.features, examples, feats.skipped, 0.0, feats.cached)
-        for k, result in enumerate(fit_probes(held_out, seeds=seeds, **kwargs)):
+        held_out = dataclasses.replace(feats, examples=examples)
+        for k, result in enumerate(fit(held_out, seeds=seeds, **kwargs)):
             per_fold[k][fold] = result.test_accuracy
             predictions[k].update(zip(result.test_paths, result.test_predictions, strict=True))
     out = []

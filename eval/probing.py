@@ -19,7 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from eval.ctc import fit_ctc, frame_features, train_subset
 from eval.data import Example
-from eval.features import Upstream, dataset_key, pooled_features
+from eval.features import LayerFusion, Upstream, dataset_key, pooled_features
+from eval.frameprobe import FrameParts, FrameProbeSettings, fit_frame_probes
+from eval.interface import INTERFACES
 from eval.probe import fit_kfold, fit_probes
 from eval.tasks import Task
 from merging.files import read_cache, write_atomically
@@ -67,6 +69,7 @@ def probe_task(
     seeds = seeds_of(probe)
     if task.kind == "ctc":
         rows = train_subset(rows, probe.get("max_train_hours"))
+    learned = interface_of(cfg) if task.kind != "ctc" else None  # None: the pooled probe
     path = None
     if cache_dir is not None:
         key = hashlib.blake2b(
@@ -78,6 +81,7 @@ def probe_task(
                     [(e.path, e.label, e.split) for e in rows],  # relabelled or re-split: rerun
                     task.kind,
                     probe,
+                    *([learned, source_digest("eval.frameprobe")] if learned else []),
                 ]
             ).encode(),
             digest_size=16,
@@ -95,13 +99,27 @@ def probe_task(
         "batch_size": probe["batch_size"],
         "trainer": trainer,
     }
-    extract = frame_features if task.kind == "ctc" else pooled_features
-    feats = extract(
-        upstream, rows, cache_dir, task.max_seconds, cfg.batch_size, progress, cfg.get("workers"),
-        trainer,
-    )  # fmt: skip
+    extract = frame_features if task.kind == "ctc" or learned else pooled_features
+    parts = upstream.parts if learned and isinstance(upstream, LayerFusion) else (upstream,)
+    every = [
+        extract(
+            part,
+            rows,
+            cache_dir,
+            task.max_seconds,
+            cfg.batch_size,
+            progress,
+            cfg.get("workers"),
+            trainer,
+        )
+        for part in parts
+    ]
+    feats = FrameParts.join(every) if learned else every[0]
     if task.kind != "ctc":
         check_classes(task, rows, feats.examples, feats.skipped)
+    if learned:  # the frames' extraction time and cache state, over the parts
+        feats.seconds = sum(f.seconds for f in every)  # type: ignore[union-attr]
+        feats.cached = all(f.cached for f in every)  # type: ignore[union-attr]
     ids = clip_ids(rows)
     out: dict[str, Any] = {
         "metric": task.metric,
@@ -127,7 +145,17 @@ def probe_task(
             "errors": [c.test_errors for c in fits],
         }
     elif task.kind == "kfold":
-        fits = fit_kfold(feats, seeds=seeds, **kwargs)
+        fits = (
+            fit_kfold(
+                feats,
+                seeds,
+                fit_frame_probes,
+                settings=frame_settings(learned, kwargs),
+                trainer=trainer,
+            )
+            if learned
+            else fit_kfold(feats, seeds=seeds, **kwargs)
+        )
         values = [100 * k["mean"] for k in fits]
         folds = sorted(fits[0]["folds"])
         per_fold = {f: statistics.fmean([100 * k["folds"][f] for k in fits]) for f in folds}
@@ -140,7 +168,11 @@ def probe_task(
             "predictions": [[k["predictions"][e.path] for e in tested] for k in fits],
         }
     else:
-        fits = fit_probes(feats, seeds=seeds, **kwargs)
+        fits = (
+            fit_frame_probes(feats, frame_settings(learned, kwargs), seeds, trainer)
+            if learned
+            else fit_probes(feats, seeds=seeds, **kwargs)
+        )
         values = [100 * r.test_accuracy for r in fits]
         out.update(
             valid=statistics.fmean([100 * r.valid_accuracy for r in fits]),
@@ -160,6 +192,29 @@ def probe_task(
     if path is not None:
         write_atomically(path, lambda tmp: tmp.write_text(json.dumps(out)))
     return {**out, "probe_cached": False}
+
+
+def interface_of(cfg: DictConfig) -> dict | None:
+    """``eval.interface`` when it names a learned interface over frames (hconv, chconv); None
+    for the weighted sum, which the pooled probe computes (s3prl's, the numbers as ever)."""
+    chosen = cfg.get("interface")
+    if chosen is None:
+        return None
+    settings = OmegaConf.to_container(chosen, resolve=True)
+    if settings.get("name") not in INTERFACES:
+        raise ValueError(f"eval.interface.name={settings.get('name')!r}: one of {INTERFACES}")
+    return None if settings["name"] == "weighted_sum" else settings
+
+
+def frame_settings(learned: Mapping[str, Any], probe: Mapping[str, Any]) -> FrameProbeSettings:
+    return FrameProbeSettings(
+        interface=learned["name"],
+        lrs=tuple(probe["lrs"]),
+        hidden=probe["hidden"],
+        epochs=probe["epochs"],
+        batch_size=probe["batch_size"],
+        weight_decay=float(learned.get("weight_decay") or 0.0),
+    )
 
 
 def check_classes(

@@ -34,6 +34,7 @@ from report.table import (
     cells,
     column_title,
     describe,
+    interface_name,
     load_records,
     markdown,
     plot,
@@ -198,7 +199,9 @@ def gather(sweep: str | Path) -> tuple[list[Row], dict[str, Cost], JobRecord]:
         if not _is_pair(record):
             found.add_probed(record)
     students = [v for v in found.alone.values() if v not in teacher_rows]
-    fusion = reference_row(ev, "fusion", "teachers' layer fusion (2x compute)")
+    fusion = reference_row(
+        ev, "fusion", f"teachers' layer fusion by {interface_name(teachers)} (2x compute)"
+    )
     ordered = [
         *teacher_rows,
         *found.merges["teachers"],

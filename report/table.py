@@ -29,7 +29,7 @@ from report.uncertainty import ALPHA, suite_tasks, uncertainty, write_significan
 REFERENCE = "id4"  # the row every other is tested against (report.reference)
 REFERENCE_ROWS = {  # references every job records, shown once as rows of their own
     "fbank": "FBANK (s3prl), reference",
-    "fusion": "A + B layer fusion (2x compute)",
+    "fusion": "A + B layer fusion",
 }
 PAPER_CSV = Path(__file__).resolve().parents[1] / "eval" / "data" / "paper_table1.csv"
 PAPER_PAIR = "hubert_mert"
@@ -152,10 +152,9 @@ def reference_rows(record: JobRecord) -> list[Row]:
             who: f"{who} alone ({Path(str(sources.get(who) or who)).name})"
             for who in (*evaluation.members, "base")
         }
-        fusion = (
-            f"{' + '.join(evaluation.members)} layer fusion ({len(evaluation.members)}x compute)"
-        )
+        fusion = f"{' + '.join(evaluation.members)} layer fusion"
         described = {**alone, "fbank": described["fbank"], "fusion": fusion}
+    described["fusion"] += f" by {interface_name(record)} ({len(evaluation.members)}x compute)"
     return [
         Row(
             who,
@@ -170,6 +169,12 @@ def reference_rows(record: JobRecord) -> list[Row]:
         for who, description in described.items()
         if evaluation.predictions.get(who)
     ]
+
+
+def interface_name(record: JobRecord) -> str:
+    """How the job's probes read the layers (``eval.interface``): ``weighted sum``, ``hconv``."""
+    chosen = ((record.config.get("eval") or {}).get("interface") or {}).get("name")
+    return str(chosen or "weighted_sum").replace("_", " ")
 
 
 def add_uncertainty(rows: Sequence[Row], record: JobRecord, reference: str | None) -> list:

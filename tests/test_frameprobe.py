@@ -8,7 +8,7 @@ import torch
 from eval.ctc import frame_features
 from eval.data import labelled_folder
 from eval.features import EncoderUpstream
-from eval.frameprobe import Clips, FrameProbeSettings, fit_frame_probes, logits
+from eval.frameprobe import Clips, FrameParts, FrameProbeSettings, fit_frame_probes, logits
 from tests.helpers import random_encoder, tiny_config
 from tests.test_eval import make_two_class_folder
 
@@ -19,8 +19,9 @@ def frames(tmp_path_factory):
     root = tmp_path_factory.mktemp("frameprobe")
     rows = labelled_folder(make_two_class_folder(root / "task", per_class=40))
     return [
-        frame_features(EncoderUpstream(random_encoder(tiny_config(), s)), rows, root / "cache",
-                       progress=False)  # fmt: skip
+        frame_features(
+            EncoderUpstream(random_encoder(tiny_config(), s)), rows, root / "cache", progress=False
+        )
         for s in (0, 1)
     ]
 
@@ -29,7 +30,7 @@ def frames(tmp_path_factory):
 def test_each_interface_learns_an_easy_task_on_one_and_on_two_upstreams(frames, name):
     settings = FrameProbeSettings(interface=name, lrs=(1e-2,), epochs=12)
     for parts in (frames[:1], frames):
-        (result,) = fit_frame_probes(parts, settings)
+        (result,) = fit_frame_probes(FrameParts.join(parts), settings)
         assert result.test_accuracy >= 0.8, (name, len(parts), result.test_accuracy)
         assert len(result.test_paths) == len(result.test_predictions) > 0
 
@@ -46,6 +47,59 @@ def test_a_clips_prediction_does_not_depend_on_its_batch(frames):
     data = Clips([store], [(mean, std)], "hconv", [0] * len(idx))
     lengths = {store[i].shape[1] for i in idx}
     assert len(lengths) > 1  # clips of several lengths: batches are padded
-    alone = torch.cat([logits(model, Clips([store.select([i])], [(mean, std)], "hconv", [0]))
-                       for i in idx[:10]])  # fmt: skip
+    alone = torch.cat(
+        [logits(model, Clips([store.select([i])], [(mean, std)], "hconv", [0])) for i in idx[:10]]
+    )
     torch.testing.assert_close(logits(model, data, batch_size=16)[:10], alone)
+
+
+def test_probing_through_a_learned_interface_reads_each_parts_frames(tmp_path):
+    """``eval.interface``: hconv/chconv probes train on frames (a fusion on each part's own
+    store), are cached under keys of their own; the weighted sum stays the pooled probe, keyed
+    as without the setting."""
+    from omegaconf import OmegaConf
+
+    from eval.features import LayerFusion
+    from eval.probing import probe_task
+    from eval.tasks import Task
+
+    rows = labelled_folder(make_two_class_folder(tmp_path / "task", per_class=20))
+    task = Task("hum", "Hum", "music", "utterance", "accuracy", None, 1.0)
+    a, b = (EncoderUpstream(random_encoder(tiny_config(), s), f"u{s}") for s in (0, 1))
+    probe = {"hidden": 0, "lrs": [0.01], "epochs": 8, "batch_size": 16, "seeds": [0, 1]}
+
+    def cfg(name: str | None):
+        chosen = {"interface": {"name": name, "weight_decay": 0.0}} if name else {}
+        return OmegaConf.create({"batch_size": 8, "workers": 0, "probe": probe, **chosen})
+
+    cache = tmp_path / "cache"
+    hconv = probe_task(a, task, rows, cfg("hconv"), cache, progress=False)
+    assert hconv["value"] >= 80 and len(hconv["test"]["predictions"]) == 2
+    assert hconv["layer_weights"] == []  # no weights to show: the interface is a conv stack
+    assert probe_task(a, task, rows, cfg("hconv"), cache, progress=False)["probe_cached"]
+    pooled = probe_task(a, task, rows, cfg("weighted_sum"), cache, progress=False)
+    assert not pooled["probe_cached"] and len(pooled["layer_weights"]) == 3
+    assert probe_task(a, task, rows, cfg(None), cache, progress=False)["probe_cached"]
+    fused = probe_task(LayerFusion((a, b)), task, rows, cfg("chconv"), cache, progress=False)
+    assert fused["value"] >= 80 and fused["test"]["ids"] == hconv["test"]["ids"]
+    stores = sorted(p.name for p in (cache / "features").iterdir() if "-frames-" in p.name)
+    assert len(stores) == 2  # one per upstream: the fusion reuses a's and adds b's
+    with pytest.raises(ValueError, match="eval.interface.name='conv'"):
+        probe_task(a, task, rows, cfg("conv"), cache, progress=False)
+
+
+def test_kfold_through_an_interface_holds_out_each_fold(frames):
+    import dataclasses
+
+    from eval.data import Example
+    from eval.probe import fit_kfold
+
+    parts = FrameParts.join(frames[:1])
+    folded = dataclasses.replace(
+        parts,
+        examples=[Example(e.path, e.label, f"fold{i % 3}") for i, e in enumerate(parts.examples)],
+    )
+    settings = FrameProbeSettings("hconv", (1e-2,), epochs=6)
+    (result,) = fit_kfold(folded, (0,), fit_frame_probes, settings=settings)
+    assert set(result["folds"]) == {"fold0", "fold1", "fold2"}
+    assert len(result["predictions"]) == len(parts.examples) and result["mean"] >= 0.8

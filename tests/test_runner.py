@@ -367,7 +367,7 @@ def test_table_from_the_sweep(world, swept):
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| 1", "| 5", "| 9", "| fusion"]
     assert "failed" in rows[1] and "merge.alpha=1.0" in rows[1]
     assert "fnn_attn without CNN, alpha 0.9" in rows[3]
-    assert "A + B layer fusion (2x compute)" in rows[4]
+    assert "A + B layer fusion by weighted sum (2x compute)" in rows[4]
     assert "| 100.00 [100.0, 100.0] |" in rows[2]  # every number with its interval
     assert "paper" not in md  # not the paper's pair
     text = (world / "sweep" / "table.csv").read_text()
