@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from eval.data import Example
 from eval.features import (
@@ -132,9 +132,9 @@ def evaluate(
         suite = build_suite(cfg)
         check_suite(suite)
 
-    def run(upstream: Upstream, kinds: tuple[str, ...] = KINDS) -> dict[str, dict]:
+    def run(upstream: Upstream, kinds: tuple[str, ...] = KINDS, settings=cfg) -> dict[str, dict]:
         return {
-            t.name: probe_task(upstream, t, rows, cfg, cache_dir, trainer, progress)
+            t.name: probe_task(upstream, t, rows, settings, cache_dir, trainer, progress)
             for t, rows in suite
             if t.kind in kinds
         }
@@ -155,7 +155,11 @@ def evaluate(
         refs["base"] = run(EncoderUpstream(base, "base"))
     paper_floor = cfg.get("floor") == "paper"
     if not paper_floor and any(t.domain == "speech" for t, _ in suite):
-        refs["fbank"] = run(FbankUpstream(encoder.sample_rate))  # a reference, not the floor
+        # a reference, not the floor; one layer: the pooled probe whatever eval.interface says
+        pooled = cfg.copy()
+        with open_dict(pooled):
+            pooled.interface = {"name": "weighted_sum"}
+        refs["fbank"] = run(FbankUpstream(encoder.sample_rate), settings=pooled)
     fusion = LayerFusion(tuple(parts.values()), fusion_name(names))
     refs["fusion"] = run(fusion, ("utterance", "kfold"))
     for who, values in refs.items():

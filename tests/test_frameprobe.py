@@ -103,3 +103,35 @@ def test_kfold_through_an_interface_holds_out_each_fold(frames):
     (result,) = fit_kfold(folded, (0,), fit_frame_probes, settings=settings)
     assert set(result["folds"]) == {"fold0", "fold1", "fold2"}
     assert len(result["predictions"]) == len(parts.examples) and result["mean"] >= 0.8
+
+
+def test_a_job_with_a_learned_interface_scores_every_row_through_it(tmp_path):
+    """run.py with eval.interface.name=hconv: the merged encoder, each member and the fusion
+    are probed through HConv; FBANK (one layer) keeps the pooled probe; the table says so."""
+    import json
+
+    from report.table import build
+    from tests.helpers import run_py
+    from tests.test_pool import shared_base_job, write_shared_base
+
+    write_shared_base(tmp_path)
+    task = make_two_class_folder(tmp_path / "task", per_class=12)
+    out = tmp_path / "sweep" / "job"
+    done = run_py(
+        *shared_base_job(tmp_path, out, "merge=task_arithmetic"),
+        "eval=folder",
+        f"eval.root={task}",
+        "eval.probe.epochs=2",
+        "eval.probe.seeds=[0]",
+        "eval.interface.name=hconv",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    evaluation = json.loads((out / "results.json").read_text())["evaluation"]
+    assert set(evaluation["references"]) == {"m1", "m2", "base", "fbank", "fusion"}
+    (name,) = evaluation["tasks"]
+    assert evaluation["tasks"][name]["layer_weights"] == []  # through HConv, not a weighted sum
+    features = sorted(p.name for p in (tmp_path / "cache" / "features").iterdir())
+    assert sum("-frames-" in f for f in features) == 4  # merged, m1, m2, base: frames each
+    assert (
+        "m1 + m2 layer fusion by hconv (2x compute)" in build(tmp_path / "sweep")["md"].read_text()
+    )
