@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install test lint table sweep curve calib-curve bench-merge bench-extract bench-frame-rate \
 	bench-calibrate cost-model \
-	pretrain-demo shared-base-demo task-vectors distill-demo routes clean-cache vo-point methods s3prl test-s3prl \
+	pretrain-demo shared-base-demo task-vectors distill-demo routes interfaces clean-cache vo-point methods s3prl test-s3prl \
 	bench-s3prl
 
 # Named sweeps write to fixed dirs, so that starting one again finishes only its missing jobs.
@@ -25,6 +25,8 @@ VO_DIR ?= multirun/vo-point/$(PAIR)-$(EVAL)
 METHODS_DIR ?= multirun/methods/$(PAIR)-$(EVAL)
 TASKVEC_DIR ?= multirun/task-vectors/shared_demo-$(EVAL)
 ROUTES_DIR ?= multirun/routes/$(PAIR)-$(EVAL)
+INTERFACES_DIR ?= multirun/interfaces/$(PAIR)-$(EVAL)
+INTERFACES ?= weighted_sum,hconv,chconv
 # the routes' students: a pool of two students with their base (conf/models/), and one ensemble
 STUDENTS ?= distill_demo
 ENSEMBLE ?= checkpoints/distill-demo/ensemble
@@ -61,6 +63,8 @@ help:
 	@echo "make routes         teachers merged (IDs 4, 5), students ($(STUDENTS)) alone and merged"
 	@echo "                    by task vectors, the ensemble student, the teachers' fusion: one"
 	@echo "                    table with costs, normalised by the teachers, in $(ROUTES_DIR)"
+	@echo "make interfaces     each parent and their layer fusion through eval.interface.name="
+	@echo "                    $(INTERFACES), in $(INTERFACES_DIR)"
 	@echo "make pretrain-demo  rebuild the demo encoders (checkpoints/demo-speech, demo-music)"
 	@echo "make shared-base-demo  rebuild the shared-base pool (checkpoints/demo-shared-*)"
 	@echo "make distill-demo   rebuild the demo's distilled students (checkpoints/distill-demo/)"
@@ -215,6 +219,13 @@ routes: install
 		'merge.weights={speech:0.0,music:0.0,ensemble:1.0}' \
 		eval=$(EVAL) hydra.run.dir=$(ROUTES_DIR)/ensemble $(ARGS)
 	$(PY) -m report.routes $(ROUTES_DIR)
+
+# Interfaces over layers (eval/interface.py): one job per interface scoring model A alone, whose
+# references are A, B and their fusion through it; report.interfaces lays them side by side.
+interfaces: install
+	$(PY) run.py -m pair=$(PAIR) experiment=id1 calibration.size=0 eval=$(EVAL) \
+		eval.interface.name=$(INTERFACES) hydra.sweep.dir=$(INTERFACES_DIR) $(ARGS)
+	$(PY) -m report.interfaces $(INTERFACES_DIR)
 
 clean-cache:
 	rm -rf .cache

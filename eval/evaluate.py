@@ -170,6 +170,10 @@ def evaluate(
         who: {n: m["probe_cached"] for n, m in values.items()}
         for who, values in {"merged": tasks, **refs}.items()
     }
+    result["probe_seconds"] = {  # each probe's training, every seed and learning rate
+        who: {n: m.get("train_seconds") for n, m in values.items()}
+        for who, values in {"merged": tasks, **refs}.items()
+    }
     result["references"] = {k: {n: m["value"] for n, m in v.items()} for k, v in refs.items()}
     result["floors"] = floors(suite, paper_floor, predictions[speech])
     result["floor"] = "paper" if paper_floor else "majority"

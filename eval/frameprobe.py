@@ -99,6 +99,8 @@ class FrameParts:
     parts: list[FrameFeatures]
     examples: list[Example]
     positions: list[list[int]]
+    seconds: float = 0.0  # the parts' extraction (or cache reading) time
+    cached: bool = True  # every part's store came from the cache
 
     @classmethod
     def join(cls, parts: Sequence[FrameFeatures]) -> FrameParts:
@@ -106,7 +108,8 @@ class FrameParts:
         where = [{e.path: i for i, e in enumerate(p.examples)} for p in parts]
         examples = [e for e in parts[0].examples if all(e.path in w for w in where)]
         positions = [[w[e.path] for e in examples] for w in where]
-        return cls(list(parts), examples, positions)
+        seconds = sum(p.seconds for p in parts)
+        return cls(list(parts), examples, positions, seconds, all(p.cached for p in parts))
 
     @property
     def skipped(self) -> list[str]:

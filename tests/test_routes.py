@@ -53,7 +53,10 @@ def job(root, name, models, predictions, experiment_id=None, parent=None, suite=
         "normalisers": {"speech": models["anchor"], "music": next(
             m for m in models["members"] if m != models["anchor"])},
     }  # fmt: skip
-    config = {"models": models, "eval": {"bootstrap": {"resamples": 200, "seed": 0}}}
+    config = {
+        "models": models,
+        "eval": {"bootstrap": {"resamples": 200, "seed": 0}, **extra.pop("eval", {})},
+    }
     record = JobRecord(
         config=config, status="ok", experiment_id=experiment_id, parent=parent,
         evaluation=ev, **extra,
