@@ -42,9 +42,11 @@ from merging.combine import Merger
 from merging.families import register
 from merging.files import write_atomically
 from merging.forward import min_samples
+from merging.identity import target_modules
 from merging.load import load_encoder
 from merging.match import Matcher, Scope
 from merging.merge import PoolMergeResult, export, merge_pool
+from merging.plan import load_plan, plan_key, save_plan
 from merging.plugins import build
 from merging.pool import Pool
 from merging.runtime import keep_freed_memory
@@ -283,7 +285,17 @@ def align_and_combine(
     each went where is saved (a pair: B's groups; a larger pool: ``member/group``)."""
     p = cfg.permute
     scope = Scope(cnn=p.cnn, ffn=p.ffn, attn=p.attn, res=p.res, vo_point=p.get("vo_point", "v"))
-    result = merge_pool(pool, stats, scope, inputs.merger, inputs.matcher, clips)
+    key, plan = None, None
+    if p.cnn or p.ffn or p.res or p.attn != "none":  # something to match: a plan to reuse
+        with timed(record, "plan"):
+            match = OmegaConf.to_container(cfg.match, resolve=True)
+            key = plan_key(pool, stats, scope, match, target_modules(targets(match)))
+            plan = load_plan(cfg.paths.cache, key)
+    result = merge_pool(pool, stats, scope, inputs.merger, inputs.matcher, clips, plan)
+    if key is not None:
+        if plan is None:
+            save_plan(cfg.paths.cache, key, result.perms)
+        record.plan = {"key": key, "reused": plan is not None}
     if cfg.get("parent") is not None:  # the parent's weights (exact); its input convention too
         result.encoder.normalize = pool.members[cfg.parent].normalize
     record.seconds.update(result.seconds)

@@ -86,10 +86,12 @@ def merge_pool(
     merger: Merger,
     matcher: Matcher | None = None,
     clips: Sequence = (),
+    plan: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> PoolMergeResult:
     """Permute every other member's units onto the anchor's (``stats[member]``: the anchor x
     member statistics; only the other members move), combine every member (and the base, for
-    a task-vector method) and, for a merger that needs them, refine on the ``clips``."""
+    a task-vector method) and, for a merger that needs them, refine on the ``clips``. A
+    ``plan`` (``merging.plan``: the permutations an earlier match found) skips matching."""
     pool.check()
     merger.check_pool(list(pool.members), pool.base is not None)
     anchor = pool.members[pool.anchor]
@@ -98,7 +100,9 @@ def merge_pool(
     t0 = time.perf_counter()
     match = matcher or Exact()
     perms = {
-        n: match(MatchProblem(spec, scope, stats.get(n, {}), states[pool.anchor], states[n]))
+        n: dict(plan.get(n, {}))
+        if plan is not None
+        else match(MatchProblem(spec, scope, stats.get(n, {}), states[pool.anchor], states[n]))
         for n in pool.others
     }
     t1 = time.perf_counter()

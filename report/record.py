@@ -92,6 +92,7 @@ class JobRecord:
     calibration: dict = field(default_factory=dict)
     alignment: list[dict] = field(default_factory=list)
     permutations: str | None = None
+    plan: dict = field(default_factory=dict)  # the alignment plan's key, and whether reused
     plots: list[str] = field(default_factory=list)
     merged_dir: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)  # what the job left: content digests
