@@ -175,6 +175,7 @@ def evaluate(
         for who, values in {"merged": tasks, **refs}.items()
     }
     result["references"] = {k: {n: m["value"] for n, m in v.items()} for k, v in refs.items()}
+    result["validation"] = validation(suite, {"merged": tasks, **refs}, speech, music, paper_floor)
     result["floors"] = floors(suite, paper_floor, predictions[speech])
     result["floor"] = "paper" if paper_floor else "majority"
     value = {name: m["value"] for name, m in tasks.items()}
@@ -194,6 +195,38 @@ def evaluate(
     )["merged"]
     result["intervals"] = intervals(scored.samples, boot.level)
     return result
+
+
+def validation(
+    suite: list[tuple[Task, list[Example]]],
+    results: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    speech: str,
+    music: str,
+    paper: bool = False,
+) -> dict:
+    """Speech / Music / Avg of the validation split: each probe's validation metric (its
+    chosen setting's), normalised by the ``speech`` and ``music`` members' as the test scores
+    are, the floors the validation labels' majority-class shares (ASR on the paper's suite:
+    its FBANK number). What a search may select on without looking at the test split."""
+    tasks = [t for t, _ in suite]
+    values = {
+        who: {n: m["valid"] for n, m in by_task.items() if m.get("valid") is not None}
+        for who, by_task in results.items()
+    }
+    floors = {}
+    for t in tasks:
+        chosen = (results[speech].get(t.name) or {}).get("valid_floor")
+        if t.domain == "speech" and chosen is not None:
+            floors[t.name] = chosen
+        elif t.domain == "speech" and paper and t.name in PAPER_FBANK:
+            floors[t.name] = PAPER_FBANK[t.name]
+    usable, _ = usable_floors(tasks, values[speech], floors)
+    return {
+        "tasks": values["merged"],
+        "references": {who: v for who, v in values.items() if who != "merged"},
+        "floors": floors,
+        "scores": suite_scores(values["merged"], tasks, values[speech], values[music], usable),
+    }
 
 
 def fusion_name(members: Sequence[str]) -> str:

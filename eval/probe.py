@@ -259,6 +259,8 @@ def fit_kfold(
     if len(folds) < 2 or not all(f.startswith("fold") for f in folds):
         raise ValueError(f"k-fold probing needs fold<k> splits, got {folds}")
     per_fold: list[dict[str, float]] = [{} for _ in seeds]
+    valid: list[dict[str, float]] = [{} for _ in seeds]
+    floors: dict[str, float] = {}
     predictions: list[dict[str, str]] = [{} for _ in seeds]
     for fold in folds:
         examples = [
@@ -268,21 +270,36 @@ def fit_kfold(
             for e in feats.examples
         ]
         held_out = dataclasses.replace(feats, examples=examples)
+        floors[fold] = majority_share(examples)
         for k, result in enumerate(fit(held_out, seeds=seeds, **kwargs)):
             per_fold[k][fold] = result.test_accuracy
+            valid[k][fold] = result.valid_accuracy
             predictions[k].update(zip(result.test_paths, result.test_predictions, strict=True))
     out = []
-    for accs, preds in zip(per_fold, predictions, strict=True):
+    for accs, chosen, preds in zip(per_fold, valid, predictions, strict=True):
         values = torch.tensor(list(accs.values()), dtype=torch.float64)
         out.append(
             {
                 "mean": float(values.mean()),
                 "std": float(values.std(unbiased=False)),
                 "folds": accs,
+                "valid": sum(chosen.values()) / len(chosen),
+                "valid_floor": sum(floors.values()) / len(floors),
                 "predictions": preds,
             }
         )
     return out
+
+
+def majority_share(examples: Sequence[Example]) -> float:
+    """The validation split's majority-class share (the training split's where there is no
+    validation split, as the probes then select on it): the floor of a validation score."""
+    chosen = [e.label for e in examples if e.split == "valid"] or [
+        e.label for e in examples if e.split == "train"
+    ]
+    if not chosen:
+        return float("nan")
+    return max(chosen.count(label) for label in set(chosen)) / len(chosen)
 
 
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

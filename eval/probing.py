@@ -23,7 +23,7 @@ from eval.data import Example
 from eval.features import LayerFusion, Upstream, dataset_key, pooled_features
 from eval.frameprobe import FrameParts, FrameProbeSettings, fit_frame_probes
 from eval.interface import INTERFACES
-from eval.probe import fit_kfold, fit_probes
+from eval.probe import fit_kfold, fit_probes, majority_share
 from eval.tasks import Task
 from merging.files import read_cache, write_atomically
 from merging.identity import source_digest
@@ -158,7 +158,12 @@ def probe_task(
         values = [100 * k["mean"] for k in fits]
         folds = sorted(fits[0]["folds"])
         per_fold = {f: statistics.fmean([100 * k["folds"][f] for k in fits]) for f in folds}
-        out.update(std=statistics.pstdev(per_fold.values()), folds=per_fold)
+        out.update(
+            std=statistics.pstdev(per_fold.values()),
+            folds=per_fold,
+            valid=statistics.fmean([100 * k["valid"] for k in fits]),
+            valid_floor=100 * fits[0]["valid_floor"],
+        )
         tested = [e for e in feats.examples if e.path in fits[0]["predictions"]]
         out["test"] = {
             "ids": [ids[e.path] for e in tested],
@@ -175,6 +180,7 @@ def probe_task(
         values = [100 * r.test_accuracy for r in fits]
         out.update(
             valid=statistics.fmean([100 * r.valid_accuracy for r in fits]),
+            valid_floor=100 * majority_share(feats.examples),
             lr=fits[0].lr,
             layer_weights=mean_lists([r.layer_weights for r in fits]),
         )

@@ -53,6 +53,7 @@ class Evaluation:
     intervals: dict[str, list[float]] = field(default_factory=dict)
     probe_cached: dict[str, dict[str, bool]] = field(default_factory=dict)
     probe_seconds: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)  # the validation split's scores
     members: list[str] = field(default_factory=lambda: ["a", "b"])  # the pool, by name
     normalisers: dict[str, str] = field(default_factory=lambda: {"speech": "a", "music": "b"})
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. the s3prl backend's runs

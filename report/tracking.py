@@ -34,6 +34,9 @@ def scalars(record: JobRecord) -> dict[str, float]:
     for name, v in evaluation.scores.items():
         if isinstance(v, int | float):
             out[f"score/{name}"] = v
+    for name, v in (evaluation.validation.get("scores") or {}).items():
+        if isinstance(v, int | float):
+            out[f"valid_score/{name}"] = v
     for name, (lo, hi) in evaluation.intervals.items():
         out[f"interval/{name}_lo"], out[f"interval/{name}_hi"] = lo, hi
     for name, v in evaluation.floors.items():

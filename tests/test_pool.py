@@ -308,6 +308,13 @@ def test_a_pool_is_scored_against_its_named_references_with_a_row_per_member(tmp
     merged = {name: evaluation["tasks"][name]["value"]}
     want = scores(merged, suite, refs["m2"], refs["m1"], evaluation["floors"])
     assert evaluation["scores"]["speech"] == pytest.approx(want["speech"])
+    valid = evaluation["validation"]  # the same formula on the validation split
+    floor = valid["floors"][name]
+    m2 = valid["references"]["m2"][name]
+    low = floor if m2 > floor else 0.0  # a floor m2 does not beat is dropped
+    expected = 1000 * (valid["tasks"][name] - low) / (m2 - low)
+    assert valid["scores"]["speech"] == pytest.approx(expected)
+    assert 0 < floor < 100
     table = build(tmp_path / "sweep")["md"].read_text()
     for row in ("m1 alone (M1)", "m2 alone (M2)", "base alone (B0)", "m1 + m2 layer fusion"):
         assert row in table

@@ -41,3 +41,36 @@ def test_missing_tasks_and_degenerate_references_are_errors():
         domain_score({}, {"ks": 90.0})
     with pytest.raises(ValueError, match="equals the floor"):
         domain_score({"ks": 50.0}, {"ks": 10.0}, {"ks": 10.0})
+
+
+def test_validation_scores_follow_the_formula_on_a_hand_built_case():
+    """Validation metrics, normalised by the references' validation metrics; the speech
+    floor is the validation labels' majority share; a floor A does not beat is dropped."""
+    from eval.data import Example
+    from eval.evaluate import validation
+    from eval.probe import majority_share
+    from eval.tasks import Task
+
+    ks, ic = (Task(n, n.upper(), "speech", "utterance", "accuracy") for n in ("ks", "ic"))
+    genre = Task("genre", "Genre", "music", "utterance", "accuracy")
+    suite = [(ks, []), (ic, []), (genre, [])]
+    results = {
+        "merged": {"ks": {"valid": 60.0}, "ic": {"valid": 50.0}, "genre": {"valid": 40.0}},
+        "a": {
+            "ks": {"valid": 80.0, "valid_floor": 20.0},
+            "ic": {"valid": 10.0, "valid_floor": 25.0},  # A below its floor: no floor on ic
+            "genre": {"valid": 30.0},
+        },
+        "b": {"ks": {"valid": 30.0}, "ic": {"valid": 5.0}, "genre": {"valid": 50.0}},
+    }
+    out = validation(suite, results, "a", "b")
+    speech = 1000 * ((60 - 20) / (80 - 20) + 50 / 10) / 2
+    assert out["scores"]["speech"] == pytest.approx(speech)
+    assert out["scores"]["music"] == pytest.approx(1000 * 40 / 50)
+    assert out["scores"]["avg"] == pytest.approx((speech + 800) / 2)
+    assert out["floors"] == {"ks": 20.0, "ic": 25.0}
+    assert out["references"]["a"]["ks"] == 80.0
+    labels = [("x", "valid"), ("x", "valid"), ("y", "valid"), ("y", "train"), ("y", "test")]
+    rows = [Example(f"{i}.wav", lab, s) for i, (lab, s) in enumerate(labels)]
+    assert majority_share(rows) == pytest.approx(2 / 3)
+    assert majority_share([e for e in rows if e.split != "valid"]) == 1.0  # train's, then
