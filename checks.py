@@ -87,6 +87,14 @@ def check_values(cfg: DictConfig) -> None:
     """The config's own values: types and ranges, independent of the encoders and the data."""
     for key in BOOLS:
         _boolean(cfg, key)
+    metric = _get(cfg, "optimized_metric")
+    if metric is not None:
+        where, _, score = str(metric).rpartition(".")
+        if where not in ("", "validation") or score not in ("speech", "music", "avg"):
+            raise ValueError(
+                f"optimized_metric={metric}: speech, music or avg (the test split's scores), "
+                "or validation.speech|music|avg"
+            )
     vo = _get(cfg, "permute.vo_point")
     if vo is not None and vo not in VO_POINTS:  # the spec's own table, checked before any work
         raise ConfigError(f"permute.vo_point must be one of {tuple(VO_POINTS)}, got {vo!r}")

@@ -579,8 +579,25 @@ def run_job(cfg: DictConfig, hc: DictConfig, out: Path) -> JobRecord | None:
     return record
 
 
+def optimized(record: JobRecord | None, out: Path, name: str | None) -> float | None:
+    """The score ``optimized_metric`` names (``validation.avg``, ``avg``) of this job's
+    record (a skipped job's: the one already in its dir); None if unnamed or not scored."""
+    if not name:
+        return None
+    if record is None:
+        try:
+            record = JobRecord.read(out / "results.json")
+        except (OSError, ValueError):
+            return None
+    evaluation = record.evaluation or Evaluation()
+    where, _, score = str(name).rpartition(".")  # checked by checks.check_values
+    scores = (evaluation.validation.get("scores") or {}) if where else evaluation.scores
+    value = scores.get(score)
+    return float(value) if isinstance(value, int | float) else None
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     register_resolvers()  # again: launchers that ship this function to workers skip the import
     keep_freed_memory()
     hc = HydraConfig.get()
@@ -593,7 +610,7 @@ def main(cfg: DictConfig) -> None:
         log.error("%s", err)
         record = JobRecord(status="failed", error=str(err))
     if record is None or record.status == "ok":
-        return
+        return optimized(record, out, cfg.get("optimized_metric"))
     if hc.mode == RunMode.MULTIRUN:  # the launcher runs the other jobs, then the sweep fails
         raise JobFailed(f"{out}: {record.error}")
     sys.exit(2)

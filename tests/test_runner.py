@@ -171,6 +171,24 @@ def test_any_member_of_a_pool_is_scored_alone_exactly():
         )
 
 
+def test_main_returns_the_optimized_metric(tmp_path):
+    from checks import check_values
+    from report.record import Evaluation
+
+    ev = Evaluation(scores={"avg": 812.5}, validation={"scores": {"avg": 790.0, "music": None}})
+    record = JobRecord(status="ok", evaluation=ev)
+    assert run.optimized(record, tmp_path, "avg") == 812.5
+    assert run.optimized(record, tmp_path, "validation.avg") == 790.0
+    assert run.optimized(record, tmp_path, "validation.music") is None  # not scored
+    assert run.optimized(record, tmp_path, None) is None
+    record.write(tmp_path / "results.json")  # a skipped job: the record already there
+    assert run.optimized(None, tmp_path, "validation.avg") == 790.0
+    check_values(composed("optimized_metric=validation.avg"))
+    for bad in ("valid.avg", "validation.wer", "accuracy"):
+        with pytest.raises(ValueError, match="optimized_metric="):
+            check_values(composed(f"optimized_metric={bad}"))
+
+
 def test_resume_needs_an_ok_result_of_the_same_config(tmp_path):
     config = {"seed": 0, "merge": {"alpha": 0.9}, "progress": True, "paths": {"cache": "x"}}
     assert not finished(tmp_path, config)
