@@ -12,7 +12,6 @@ python -m demo.pretrain --domain speech --out checkpoints/demo-speech --seed 1
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import hashlib
 import json
@@ -34,6 +33,7 @@ from eval.features import deltas, mel_bank
 from merging.audio import list_audio, read_audio
 from merging.load import Encoder, load_encoder
 from merging.merge import export
+from report.training import write_history as write_curves
 
 RATE = 16000
 HOP = 320  # the conv stack's total stride: one encoder frame every 20 ms
@@ -445,31 +445,15 @@ def _start(init: str | Path) -> HubertModel:
 
 
 def write_history(history: list[dict[str, float]], out: Path) -> None:
-    with open(out / "loss.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(history[0]))
-        w.writeheader()
-        w.writerows(history)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = np.array([h["step"] for h in history])
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
     recon = any(h.get("reconstruction_loss") for h in history)
-    for key, axis, label in (
-        ("loss", ax[0], f"loss (masked + unmasked CE{' + spectrum MSE' if recon else ''})"),
-        ("masked_accuracy", ax[1], "masked-frame accuracy"),
-    ):
-        y = np.array([h[key] for h in history])
-        axis.plot(steps, y, alpha=0.3, lw=0.8)
-        k = min(50, len(y))
-        axis.plot(steps[k - 1 :], np.convolve(y, np.ones(k) / k, mode="valid"), lw=1.5)
-        axis.set_xlabel("step")
-        axis.set_title(label)
-    fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=110)
-    plt.close(fig)
+    write_curves(
+        history,
+        out,
+        [
+            ("loss", f"loss (masked + unmasked CE{' + spectrum MSE' if recon else ''})"),
+            ("masked_accuracy", "masked-frame accuracy"),
+        ],
+    )
 
 
 def write_card(summary: dict, out: Path) -> None:
@@ -517,7 +501,7 @@ A small HuBERT-family encoder ({summary["parameters"] / 1e6:.2f} M parameters:
   last 50 steps.
 - Weights stored in float16; `merging.load.load_encoder` loads them as float32.
 
-Rebuild with `make {'shared-base-demo' if s.get('init') else 'pretrain-demo'}`. Loss curve:
+Rebuild with `make {"shared-base-demo" if s.get("init") else "pretrain-demo"}`. Loss curve:
 
 ![loss](loss.png)
 """

@@ -8,7 +8,6 @@ the seed and the step's index, so a resumed run computes the steps an uninterrup
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import math
 import platform
@@ -31,6 +30,7 @@ from merging.load import Encoder, load_encoder
 from merging.loader import planned_samples
 from merging.merge import export
 from report.tracking import wandb_mode
+from report.training import write_history as write_curves
 
 RESUME = ".resume"  # <out>.resume/: the Lightning checkpoints of a run in progress
 
@@ -329,31 +329,14 @@ def _summary(cfg, teachers, init, student, files, lengths, rate, history, second
 
 
 def write_history(history: Sequence[Mapping[str, float]], out: Path) -> None:
-    with open(out / "loss.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["step", "loss", "cos"])
-        w.writeheader()
-        w.writerows(history)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = np.array([h["step"] for h in history])
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-    for key, axis, title in (
-        ("loss", ax[0], "loss (L1 - log sigmoid(cos), summed over heads)"),
-        ("cos", ax[1], "cosine similarity to the teacher layers"),
-    ):
-        y = np.array([h[key] for h in history])
-        axis.plot(steps, y, alpha=0.3, lw=0.8)
-        k = min(50, len(y))
-        if k:
-            axis.plot(steps[k - 1 :], np.convolve(y, np.ones(k) / k, mode="valid"), lw=1.5)
-        axis.set_xlabel("step")
-        axis.set_title(title, fontsize="small")
-    fig.tight_layout()
-    fig.savefig(out / "loss.png", dpi=110)
-    plt.close(fig)
+    write_curves(
+        history,
+        out,
+        [
+            ("loss", "loss (L1 - log sigmoid(cos), summed over heads)"),
+            ("cos", "cosine similarity to the teacher layers"),
+        ],
+    )
 
 
 def shown(path: str | Path) -> str:
