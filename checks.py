@@ -87,6 +87,8 @@ def check_values(cfg: DictConfig) -> None:
     """The config's own values: types and ranges, independent of the encoders and the data."""
     for key in BOOLS:
         _boolean(cfg, key)
+    if _get(cfg, "eval.test") is not None:  # eval=none probes nothing
+        _boolean(cfg, "eval.test")
     metric = _get(cfg, "optimized_metric")
     if metric is not None:
         where, _, score = str(metric).rpartition(".")
@@ -94,6 +96,11 @@ def check_values(cfg: DictConfig) -> None:
             raise ValueError(
                 f"optimized_metric={metric}: speech, music or avg (the test split's scores), "
                 "or validation.speech|music|avg"
+            )
+        if not where and _get(cfg, "eval.test") is False:
+            raise ValueError(
+                f"optimized_metric={metric} is a test score and eval.test=false reads no test "
+                f"clip: optimize validation.{score}"
             )
     vo = _get(cfg, "permute.vo_point")
     if vo is not None and vo not in VO_POINTS:  # the spec's own table, checked before any work

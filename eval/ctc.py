@@ -291,13 +291,15 @@ def fit_ctc(
     batch_size: int = 32,
     seed: int = 0,
     trainer: Mapping[str, Any] | None = None,
+    test: bool = True,
 ) -> CTCResult:
-    """One CTC probe per learning rate; the lowest validation WER picks the one scored on test."""
+    """One CTC probe per learning rate; the lowest validation WER picks the one scored on test
+    (``test=False``: on the test utterances there are, none in a validation-only evaluation)."""
     split = {
         s: [i for i, e in enumerate(feats.examples) if e.split == s]
         for s in ("train", "valid", "test")
     }
-    if not split["train"] or not split["test"]:
+    if not split["train"] or (test and not split["test"]):
         raise ValueError("a CTC probe needs non-empty train and test splits")
     if not split["valid"]:
         split["valid"] = split["train"]

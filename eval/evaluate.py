@@ -166,16 +166,19 @@ def evaluate(
         predictions[who] = {n: m.pop("test") for n, m in values.items()}
     result["members"] = names
     result["normalisers"] = {"speech": speech, "music": music}
+    results = {"merged": tasks, **refs}
     result["probe_cached"] = {  # what a rerun served from the caches, every upstream's
-        who: {n: m["probe_cached"] for n, m in values.items()}
-        for who, values in {"merged": tasks, **refs}.items()
+        who: {n: m["probe_cached"] for n, m in values.items()} for who, values in results.items()
     }
     result["probe_seconds"] = {  # each probe's training, every seed and learning rate
         who: {n: m.get("train_seconds") for n, m in values.items()}
-        for who, values in {"merged": tasks, **refs}.items()
+        for who, values in results.items()
     }
     result["references"] = {k: {n: m["value"] for n, m in v.items()} for k, v in refs.items()}
-    result["validation"] = validation(suite, {"merged": tasks, **refs}, speech, music, paper_floor)
+    result["validation"] = validation(suite, results, speech, music, paper_floor)
+    if not cfg.get("test", True):  # validation only: no test clip was read, nothing to score
+        result["predictions"] = {}
+        return result
     result["floors"] = floors(suite, paper_floor, predictions[speech])
     result["floor"] = "paper" if paper_floor else "majority"
     value = {name: m["value"] for name, m in tasks.items()}

@@ -87,6 +87,8 @@ def logits(model: FrameProbe, data: Clips, batch_size: int = 32) -> torch.Tensor
 
 
 def predict(model: FrameProbe, data: Clips) -> torch.Tensor:
+    if len(data) == 0:  # a validation-only evaluation's test split
+        return torch.zeros(0, dtype=torch.long)
     return logits(model, data).argmax(1)
 
 
@@ -136,16 +138,18 @@ def fit_frame_probes(
     settings: FrameProbeSettings,
     seeds: Sequence[int] = (0,),
     trainer: Mapping[str, Any] | None = None,
+    test: bool = True,
 ) -> list[ProbeResult]:
     """Per seed: one probe per learning rate over the parts' frames, the best on validation
-    scored on test."""
+    scored on test (``test=False``: on the test clips there are, none in a validation-only
+    evaluation)."""
     examples = feats.examples
     classes = sorted({e.label for e in examples})
     index = {c: i for i, c in enumerate(classes)}
     split = {
         s: [i for i, e in enumerate(examples) if e.split == s] for s in ("train", "valid", "test")
     }
-    if not split["train"] or not split["test"]:
+    if not split["train"] or (test and not split["test"]):
         raise ValueError("a probe needs non-empty train and test splits")
     if not split["valid"]:
         split["valid"] = split["train"]

@@ -189,8 +189,10 @@ def fit_probes(
     batch_size: int = 32,
     seeds: Sequence[int] = (0,),
     trainer: Mapping[str, Any] | None = None,
+    test: bool = True,
 ) -> list[ProbeResult]:
-    """Per seed: one probe per learning rate, the best on validation scored on test.
+    """Per seed: one probe per learning rate, the best on validation scored on test (with
+    ``test=False``, on the clips there are: none for a validation-only evaluation).
 
     ``trainer`` holds Lightning's hardware settings (accelerator, devices, strategy, precision)
     only, so that where a probe is trained never changes what it is keyed by in the cache.
@@ -200,7 +202,7 @@ def fit_probes(
     (xtr, ytr, _), (xva, yva, _), (xte, yte, test) = (
         _split(feats, s, labels) for s in ("train", "valid", "test")
     )
-    if len(ytr) == 0 or len(yte) == 0:
+    if len(ytr) == 0 or (test and len(yte) == 0):
         raise ValueError("a probe needs non-empty train and test splits")
     if len(yva) == 0:  # tiny datasets: select on train rather than fail
         xva, yva = xtr, ytr

@@ -19,11 +19,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from eval.ctc import fit_ctc, frame_features, train_subset
-from eval.data import Example
+from eval.data import Example, hash_split
 from eval.features import LayerFusion, Upstream, dataset_key, pooled_features
 from eval.frameprobe import FrameParts, FrameProbeSettings, fit_frame_probes
 from eval.interface import INTERFACES
-from eval.probe import fit_kfold, fit_probes, majority_share
+from eval.probe import clip_key, fit_kfold, fit_probes, majority_share
 from eval.tasks import Task
 from merging.files import read_cache, write_atomically
 from merging.identity import source_digest
@@ -68,9 +68,12 @@ def probe_task(
     """
     probe = OmegaConf.to_container(cfg.ctc if task.kind == "ctc" else cfg.probe, resolve=True)
     seeds = seeds_of(probe)
-    if task.kind == "ctc":
+    kind, tested = task.kind, bool(cfg.get("test", True))
+    if kind == "ctc":
         rows = train_subset(rows, probe.get("max_train_hours"))
-    learned = interface_of(cfg) if task.kind != "ctc" else None  # None: the pooled probe
+    if not tested:
+        rows, kind = validation_rows(rows, kind)
+    learned = interface_of(cfg) if kind != "ctc" else None  # None: the pooled probe
     path = None
     if cache_dir is not None:
         key = hashlib.blake2b(
@@ -80,7 +83,7 @@ def probe_task(
                     source_digest("eval.probing"),
                     dataset_key(upstream, rows, task.max_seconds),
                     [(e.path, e.label, e.split) for e in rows],  # relabelled or re-split: rerun
-                    task.kind,
+                    kind,
                     probe,
                     *([learned, source_digest("eval.frameprobe")] if learned else []),
                 ]
@@ -99,8 +102,9 @@ def probe_task(
         "epochs": probe["epochs"],
         "batch_size": probe["batch_size"],
         "trainer": trainer,
+        "test": tested,
     }
-    extract = frame_features if task.kind == "ctc" or learned else pooled_features
+    extract = frame_features if kind == "ctc" or learned else pooled_features
     parts = upstream.parts if learned and isinstance(upstream, LayerFusion) else (upstream,)
     every = [
         extract(
@@ -116,7 +120,7 @@ def probe_task(
         for part in parts
     ]
     feats = FrameParts.join(every) if learned else every[0]
-    if task.kind != "ctc":
+    if kind != "ctc":
         check_classes(task, rows, feats.examples, feats.skipped)
     ids = clip_ids(rows)
     out: dict[str, Any] = {
@@ -128,7 +132,7 @@ def probe_task(
         "features_cached": feats.cached,
     }
     trained_from = time.perf_counter()
-    if task.kind == "ctc":
+    if kind == "ctc":
         fits = [fit_ctc(feats, **kwargs, seed=s) for s in seeds]
         values = [100 * c.test_wer for c in fits]
         out.update(
@@ -143,7 +147,7 @@ def probe_task(
             "words": fits[0].test_words,
             "errors": [c.test_errors for c in fits],
         }
-    elif task.kind == "kfold":
+    elif kind == "kfold":
         fits = (
             fit_kfold(
                 feats,
@@ -153,7 +157,7 @@ def probe_task(
                 trainer=trainer,
             )
             if learned
-            else fit_kfold(feats, seeds=seeds, **kwargs)
+            else fit_kfold(feats, seeds=seeds, **{k: v for k, v in kwargs.items() if k != "test"})
         )
         values = [100 * k["mean"] for k in fits]
         folds = sorted(fits[0]["folds"])
@@ -173,7 +177,7 @@ def probe_task(
         }
     else:
         fits = (
-            fit_frame_probes(feats, frame_settings(learned, kwargs), seeds, trainer)
+            fit_frame_probes(feats, frame_settings(learned, kwargs), seeds, trainer, tested)
             if learned
             else fit_probes(feats, seeds=seeds, **kwargs)
         )
@@ -191,13 +195,29 @@ def probe_task(
             "labels": [label[p] for p in fits[0].test_paths],
             "predictions": [r.test_predictions for r in fits],
         }
-    out["value"] = statistics.fmean(values)
     out["train_seconds"] = time.perf_counter() - trained_from  # every seed and learning rate
-    if len(seeds) > 1:
-        out.update(seeds=seeds, seed_values=values, seed_std=statistics.pstdev(values))
+    if not tested:  # validation only: no test clip was read
+        out.update(value=None, test={})
+    else:
+        out["value"] = statistics.fmean(values)
+        if len(seeds) > 1:
+            out.update(seeds=seeds, seed_values=values, seed_std=statistics.pstdev(values))
     if path is not None:
         write_atomically(path, lambda tmp: tmp.write_text(json.dumps(out)))
     return {**out, "probe_cached": False}
+
+
+def validation_rows(rows: list[Example], kind: str) -> tuple[list[Example], str]:
+    """The clips a validation-only evaluation (``eval.test=false``) reads, and how they are
+    probed: every split but test; of a k-fold task, every fold but the last (kept for the end),
+    split into train and validation by a hash of each clip, and probed once."""
+    if kind == "kfold":
+        last = sorted({e.split for e in rows})[-1]
+        kept = [e for e in rows if e.split != last]
+        return [Example(e.path, e.label, hash_split(clip_key(e), 0.1, 0.0)) for e in kept], (
+            "utterance"
+        )
+    return [e for e in rows if e.split != "test"], kind
 
 
 def interface_of(cfg: DictConfig) -> dict | None:

@@ -135,3 +135,35 @@ def test_a_job_with_a_learned_interface_scores_every_row_through_it(tmp_path):
     assert (
         "m1 + m2 layer fusion by hconv (2x compute)" in build(tmp_path / "sweep")["md"].read_text()
     )
+
+
+def test_a_validation_only_job_scores_validation_and_reads_no_test_clip(tmp_path):
+    """eval.test=false (what a search runs): validation scores, no test scores, no per-clip
+    test outcomes, and the features hold the training and validation clips only."""
+    import json
+
+    from eval.data import labelled_folder
+    from tests.helpers import run_py
+    from tests.test_pool import shared_base_job, write_shared_base
+
+    write_shared_base(tmp_path)
+    task = make_two_class_folder(tmp_path / "task", per_class=12)
+    out = tmp_path / "job"
+    done = run_py(
+        *shared_base_job(tmp_path, out, "merge=task_arithmetic"),
+        "eval=folder", f"eval.root={task}", "eval.probe.epochs=2", "eval.test=false",
+        "optimized_metric=validation.speech",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    evaluation = json.loads((out / "results.json").read_text())["evaluation"]
+    assert evaluation["predictions"] == {} and not evaluation.get("scores")
+    assert evaluation["validation"]["scores"]["speech"] is not None
+    (name,) = evaluation["tasks"]
+    readable = [e for e in labelled_folder(task) if e.split != "test"]
+    assert evaluation["tasks"][name]["clips"] == len(readable) - 1  # less the corrupt file
+    assert evaluation["tasks"][name]["value"] is None
+    refused = run_py(
+        *shared_base_job(tmp_path, tmp_path / "refused", "merge=task_arithmetic"),
+        "eval=folder", f"eval.root={task}", "eval.test=false", "optimized_metric=avg",
+    )  # fmt: skip
+    assert refused.returncode != 0 and "optimize validation.avg" in refused.stdout + refused.stderr

@@ -74,3 +74,20 @@ def test_validation_scores_follow_the_formula_on_a_hand_built_case():
     rows = [Example(f"{i}.wav", lab, s) for i, (lab, s) in enumerate(labels)]
     assert majority_share(rows) == pytest.approx(2 / 3)
     assert majority_share([e for e in rows if e.split != "valid"]) == 1.0  # train's, then
+
+
+def test_a_validation_only_evaluation_reads_no_test_clip():
+    """eval.test=false: every split but test; a k-fold task's folds but the last, split into
+    train and validation by a hash, probed once."""
+    from eval.data import Example
+    from eval.probing import validation_rows
+
+    rows = [Example(f"/d/c{i % 2}/{i}.wav", f"c{i % 2}", s) for i, s in
+            enumerate(["train", "valid", "test"] * 4)]  # fmt: skip
+    kept, kind = validation_rows(rows, "utterance")
+    assert kind == "utterance" and {e.split for e in kept} == {"train", "valid"} and len(kept) == 8
+    folds = [Example(f"/d/c{i % 2}/{i}.wav", f"c{i % 2}", f"fold{i % 3 + 1}") for i in range(60)]
+    kept, kind = validation_rows(folds, "kfold")
+    assert kind == "utterance" and len(kept) == 40
+    assert {e.path for e in kept} == {e.path for e in folds if e.split != "fold3"}
+    assert {e.split for e in kept} == {"train", "valid"}
