@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)
 
 .PHONY: help install test lint table sweep curve calib-curve bench-merge bench-extract bench-frame-rate \
 	bench-calibrate cost-model \
-	pretrain-demo shared-base-demo task-vectors distill-demo routes interfaces clean-cache vo-point methods s3prl test-s3prl \
+	pretrain-demo shared-base-demo task-vectors distill-demo routes interfaces search clean-cache vo-point methods s3prl test-s3prl \
 	bench-s3prl
 
 # Named sweeps write to fixed dirs, so that starting one again finishes only its missing jobs.
@@ -27,6 +27,8 @@ TASKVEC_DIR ?= multirun/task-vectors/shared_demo-$(EVAL)
 ROUTES_DIR ?= multirun/routes/$(PAIR)-$(EVAL)
 INTERFACES_DIR ?= multirun/interfaces/$(PAIR)-$(EVAL)
 INTERFACES ?= weighted_sum,hconv,chconv
+TRIALS ?= 30
+SEARCH_DIR ?= multirun/search/$(PAIR)-$(EVAL)
 # the routes' students: a pool of two students with their base (conf/models/), and one ensemble
 STUDENTS ?= distill_demo
 ENSEMBLE ?= checkpoints/distill-demo/ensemble
@@ -65,6 +67,9 @@ help:
 	@echo "                    table with costs, normalised by the teachers, in $(ROUTES_DIR)"
 	@echo "make interfaces     each parent and their layer fusion through eval.interface.name="
 	@echo "                    $(INTERFACES), in $(INTERFACES_DIR)"
+	@echo "make search         an Optuna study of TRIALS=$(TRIALS) merges (per-part weights) on the"
+	@echo "                    validation split; the best scored on test beside IDs 4 and 5,"
+	@echo "                    in $(SEARCH_DIR); again with a larger TRIALS adds the missing ones"
 	@echo "make pretrain-demo  rebuild the demo encoders (checkpoints/demo-speech, demo-music)"
 	@echo "make shared-base-demo  rebuild the shared-base pool (checkpoints/demo-shared-*)"
 	@echo "make distill-demo   rebuild the demo's distilled students (checkpoints/distill-demo/)"
@@ -226,6 +231,11 @@ interfaces: install
 	$(PY) run.py -m pair=$(PAIR) experiment=id1 calibration.size=0 eval=$(EVAL) \
 		eval.interface.name=$(INTERFACES) hydra.sweep.dir=$(INTERFACES_DIR) $(ARGS)
 	$(PY) -m report.interfaces $(INTERFACES_DIR)
+
+# Search the merge weights (conf/search/): trials are run.py jobs on the validation split that
+# reuse the alignment plan; the study resumes after a kill and adds only missing trials.
+search: install
+	$(PY) -m search pair=$(PAIR) eval=$(EVAL) trials=$(TRIALS) out=$(CURDIR)/$(SEARCH_DIR) $(ARGS)
 
 clean-cache:
 	rm -rf .cache

@@ -57,22 +57,18 @@ from report.jobdir import (
     record_rejection,
 )
 from report.record import Evaluation, JobRecord
+from report.resolvers import register_repo
 from report.results import checkpoint_stamp, code_stamp, finished, outputs_digest, targets
 from report.tracking import log_job
 
 log = logging.getLogger("run")
-ROOT = Path(__file__).resolve().parent
 DEFAULT_HEATMAPS = ("conv.0", "ffn.0", "attn_vo.0")  # heatmaps=null: those the encoders have
 OUTPUTS = ("merged", "permutations.safetensors")  # what resume checks is still in the job dir
 
 
-def _repo_path(path: str) -> str:
-    return os.path.normpath(ROOT / path)
-
-
 def register_resolvers() -> None:
     """``${repo:PATH}``: PATH under the repository root, wherever the job is started from."""
-    OmegaConf.register_new_resolver("repo", _repo_path, replace=True)
+    register_repo()
 
 
 register_resolvers()

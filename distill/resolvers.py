@@ -3,16 +3,9 @@ and ``${demo_corpus:speech|music}`` (the demo suite's pretraining corpus, built 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _repo(path: str) -> str:
-    return os.path.normpath(ROOT / path)
+from report.resolvers import register_repo
 
 
 def _demo_corpus(domain: str) -> str:
@@ -22,5 +15,5 @@ def _demo_corpus(domain: str) -> str:
 
 
 def register_resolvers() -> None:
-    OmegaConf.register_new_resolver("repo", _repo, replace=True)
+    register_repo()
     OmegaConf.register_new_resolver("demo_corpus", _demo_corpus, replace=True)

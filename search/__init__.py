@@ -1,0 +1,1 @@
+"""``python -m search``: an Optuna study over merge weights, on validation scores."""
