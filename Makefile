@@ -207,7 +207,8 @@ task-vectors: install
 
 # Routes to one speech+music encoder (arXiv 2506.11403's merge of the teachers, 2505.13270's task
 # vectors of distilled students, an ensemble-distilled student, the teachers' layer fusion) in one
-# sweep; report.routes rescores every row against the teachers and tests it against ID 5.
+# sweep (TIES and DARE at their default densities, 0.2 and 0.5); report.routes rescores every row
+# against the teachers and tests it against ID 5.
 routes: install
 	$(PY) run.py -m pair=$(PAIR) experiment=id4,id5 eval=$(EVAL) \
 		hydra.sweep.dir=$(ROUTES_DIR) $(ARGS)
@@ -215,9 +216,9 @@ routes: install
 		'merge.weights={speech:1.0,music:1.0},{speech:0.5,music:0.5},{speech:0.9,music:0.1}' \
 		'experiment_id=ta-$${merge.weights.speech}-$${merge.weights.music}' \
 		eval=$(EVAL) hydra.sweep.dir=$(ROUTES_DIR) $(ARGS)
-	$(PY) run.py -m models=$(STUDENTS) merge=ties,dare merge.density=0.5 calibration.size=0 \
+	$(PY) run.py -m models=$(STUDENTS) merge=ties,dare calibration.size=0 \
 		'merge.weights={speech:1.0,music:1.0}' \
-		'experiment_id=$${hydra:runtime.choices.merge}-1.0-1.0-d0.5' \
+		'experiment_id=$${hydra:runtime.choices.merge}-1.0-1.0-d$${merge.density}' \
 		eval=$(EVAL) hydra.sweep.dir=$(ROUTES_DIR) $(ARGS)
 	$(PY) run.py models=$(STUDENTS) '+models.members.ensemble=$${repo:$(ENSEMBLE)}' \
 		parent=ensemble merge=linear permute=none calibration.size=0 \
