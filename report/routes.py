@@ -63,11 +63,14 @@ class Cost:
 
 
 def training_of(path: str) -> tuple[int, float]:
-    """(steps, seconds) a student's training.json records; (0, 0) for any other encoder."""
+    """(steps, seconds) of a distilled student (its training.json names its teachers); (0, 0)
+    for any other encoder, a teacher's own pretraining included."""
     file = Path(path) / TRAINING
     if not file.is_file():
         return 0, 0.0
     data = json.loads(file.read_text())
+    if "teachers" not in data:
+        return 0, 0.0
     return int(data.get("steps") or 0), float(data.get("train_seconds") or 0.0)
 
 
@@ -347,27 +350,36 @@ def write_csv(rows: Sequence[Row], costs: dict[str, Cost], path: Path) -> None:
 
 
 def plot_cost(rows: Sequence[Row], costs: dict[str, Cost], reference: str, path: Path) -> None:
-    """Avg (with its interval) against forward GFLOP per second of audio, one point per row."""
+    """Avg (with its interval) against forward GFLOP per second of audio, one point per row;
+    rows of one architecture are spread a little sideways so their intervals stay apart."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for r in rows:
-        cost, avg = costs.get(r.key), r.scores.get("avg")
-        if r.status != "ok" or avg is None or cost is None or not cost.encoders:
-            continue
-        x = cost.gflop_per_second or 0.0
+    shown = [
+        r for r in rows
+        if r.status == "ok" and r.scores.get("avg") is not None and costs[r.key].encoders
+    ]  # fmt: skip
+    by_cost: dict[float, list[Row]] = {}
+    for r in shown:
+        by_cost.setdefault(round(costs[r.key].gflop_per_second or 0.0, 6), []).append(r)
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    colors = plt.get_cmap("tab20").colors
+    for i, r in enumerate(shown):
+        x0 = costs[r.key].gflop_per_second or 0.0
+        group = by_cost[round(x0, 6)]
+        x = x0 * (1 + 0.012 * (group.index(r) - (len(group) - 1) / 2))
+        avg = r.scores["avg"]
         lo, hi = r.intervals.get("avg", (avg, avg))
-        style = "D" if r.key == reference else "o"
-        ax.errorbar(x, avg, yerr=[[avg - lo], [hi - avg]], fmt=style, capsize=3)
-        ax.annotate(r.key, (x, avg), textcoords="offset points", xytext=(5, 3), fontsize=7)
+        ax.errorbar(x, avg, yerr=[[avg - lo], [hi - avg]], fmt="D" if r.key == reference else "o",
+                    capsize=3, color=colors[i % len(colors)], label=r.key)  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("forward GFLOP per second of audio (log)")
     ax.set_ylabel(f"Avg (teachers = 1000), {LEVEL:.0%} interval")
     ax.set_title("Routes: score against inference cost")
     ax.axhline(1000, color="gray", lw=0.5)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -75,8 +75,11 @@ def sweep(tmp_path):
         export(random_encoder(tiny_config(), seed), ckpt / name)
     for name, steps, seconds in (("S", 100, 50.0), ("M", 300, 70.0), ("E", 200, 90.0)):
         (ckpt / name / "training.json").write_text(
-            json.dumps({"steps": steps, "train_seconds": seconds})
+            json.dumps({"teachers": {}, "steps": steps, "train_seconds": seconds})
         )
+    (ckpt / "A" / "training.json").write_text(  # a teacher's own pretraining: not counted
+        json.dumps({"corpus": {}, "steps": 5000, "train_seconds": 900.0})
+    )
     a, b = outcomes_at({"ks": 0.9, "genre": 0.5}, 0), outcomes_at({"ks": 0.4, "genre": 0.9}, 1)
     s, m = outcomes_at({"ks": 0.7, "genre": 0.5}, 2), outcomes_at({"ks": 0.4, "genre": 0.7}, 3)
     e = outcomes_at({"ks": 0.6, "genre": 0.6}, 4)
@@ -119,7 +122,8 @@ def test_every_row_is_scored_against_the_teachers_once(sweep):
     assert by_key["S"].scores["speech"] < 900
     assert all(r.intervals.get("avg") for r in rows if r.key != "id5")
     assert costs["ta-1-1"].steps == 400 and costs["ta-1-1"].seconds == pytest.approx(120.0)
-    assert costs["E"].steps == 200 and costs["id5"].steps == 0
+    assert costs["E"].steps == 200 and costs["id5"].steps == 0 and costs["A"].steps == 0
+    assert "distilled" not in by_key["A"].description
     assert costs["id5"].seconds == pytest.approx(8.0)  # calibration + matching
     assert costs["fusion"].encoders == (str(ckpt / "A"), str(ckpt / "B"))
 
