@@ -11,6 +11,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 
+@pytest.fixture(autouse=True)
+def signal_handlers():
+    """Each test leaves SIGINT and SIGTERM as it found them: Lightning ignores SIGINT once it
+    has handled one in-process, and every subprocess started later would inherit that."""
+    import signal
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
 @pytest.fixture(scope="session")
 def pair(tmp_path_factory):
     """Two tiny random encoders (A, B), a calibration folder with bad files among good ones

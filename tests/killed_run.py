@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run.py's own imports
+# Ctrl-C raises KeyboardInterrupt here even if the process that started this one ignored
+# SIGINT (a child inherits an ignored signal, and Python then installs no handler for it).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def kill_at(point: str) -> None:

@@ -267,7 +267,7 @@ KILL_POINTS = {  # MODULE:NAME:N:WHEN[:PATH_PART], see tests/killed_run.py
     "during evaluation": "eval.probe:fit_probes:3:before",
     "writing the final record": "os:replace:2:before:results.json",
 }
-TIMINGS = ("seconds", "cached", "rss_mb")  # key endings: timings, cache hits, memory
+TIMINGS = ("seconds", "cached", "reused", "rss_mb")  # key endings: timings, cache hits, memory
 
 
 def comparable_record(out: Path) -> dict:
