@@ -18,8 +18,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from report.record import Evaluation, JobRecord
-from report.resolvers import ROOT, register_repo
+from report.resolvers import ROOT
 from report.table import build as build_table
 from report.tracking import wandb_mode
 from search.schedule import alpha, override, suggest
@@ -29,15 +31,17 @@ ENDED = "ended"  # user attribute of a trial whose job ran to its end (ok or fai
 
 
 def depth(cfg: Mapping[str, Any]) -> int:
-    """Transformer layers of the encoders the trials merge: run.py's config composed with the
-    study's pair and overrides, its anchor's config.json."""
-    from hydra import compose, initialize_config_dir
-
-    register_repo()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        composed = compose("config", [f"pair={cfg['pair']}", *cfg["run"], *cfg["align"]])
-    anchor = composed.models.members[composed.models.anchor]
-    return int(json.loads((Path(anchor) / "config.json").read_text())["num_hidden_layers"])
+    """Transformer layers of the encoders the trials merge: the anchor's config.json, from
+    run.py's config composed with the study's overrides (``run.py --cfg job``: this process
+    may itself be a Hydra app, which cannot compose a second config)."""
+    overrides = [f"pair={cfg['pair']}", *cfg["run"], *cfg["align"]]
+    command = [sys.executable, str(ROOT / "run.py"), *overrides, "--cfg", "job", "--resolve"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise ValueError(f"run.py does not compose with {overrides}: {done.stderr[-1500:]}")
+    models = yaml.safe_load(done.stdout)["models"]
+    anchor = Path(str(models["members"][models["anchor"]]))
+    return int(json.loads((anchor / "config.json").read_text())["num_hidden_layers"])
 
 
 def job(overrides: Sequence[str], out: Path, sweep: bool = False) -> subprocess.CompletedProcess:

@@ -76,3 +76,22 @@ def test_a_study_resumes_without_repeating_trials_and_scores_the_best_once(study
     assert "search-best" in table and "| 4 |" in table
     for name in ("objective.png", "schedule.png"):
         assert (out / name).stat().st_size > 1000
+
+
+def test_the_command_line_entry_composes_and_reads_the_encoders_depth(tmp_path):
+    """``python -m search`` is a Hydra app that asks run.py for its config (a second Hydra
+    compose in one process is refused); with no trials it says so."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-m", "search", "trials=0", f"out={tmp_path / 'study'}", "progress=false"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1"},
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "no trial of" in done.stderr and "GlobalHydra" not in done.stderr
+    assert (tmp_path / "study" / "study.db").is_file()
