@@ -23,10 +23,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from eval import interface
-from eval.stats import LEVEL, SCORES, Bootstrap, benjamini_hochberg, mcnemar, outcome
+from eval.stats import LEVEL, benjamini_hochberg, mcnemar, outcome
 from report.record import Evaluation, JobRecord
-from report.table import Row, cells, column_title, load_records, markdown, plot, task_columns
-from report.uncertainty import ALPHA, Test, suite_tasks, uncertainty, write_significance
+from report.table import (
+    Row,
+    add_uncertainty,
+    cells,
+    column_title,
+    load_records,
+    markdown,
+    plot,
+    task_columns,
+    value_cells,
+    value_header,
+)
+from report.uncertainty import ALPHA, Test, suite_tasks, write_significance
 
 BASELINE = "weighted_sum"
 UPSTREAMS = {"a": "A", "b": "B", "fusion": "fusion"}
@@ -111,28 +122,8 @@ def against_better_parent(rows: Sequence[Row], baseline: JobRecord) -> list[Test
 def rescore(rows: Sequence[Row], costs: dict[str, dict], baseline: JobRecord) -> list[Test]:
     """Scores against the weighted-sum parents; each row tested against its upstream's
     weighted-sum row; BH over the table."""
-    ev = baseline.evaluation or Evaluation()
-    boot = Bootstrap.of((baseline.config.get("eval") or {}).get("bootstrap"))
-    floor = ev.floors if ev.floor == "paper" else "majority"
-    parents = (ev.predictions[ev.parents[0]], ev.predictions[ev.parents[1]])
-    tasks = suite_tasks(baseline)
-    every = {r.key: r.tests for r in rows}
-    points, spans, _ = uncertainty(every, parents, tasks, floor, None,
-                                   boot.resamples, boot.seed, boot.level)  # fmt: skip
-    tests: list[Test] = []
-    for who, label in UPSTREAMS.items():
-        group = {r.key: r.tests for r in rows if costs[r.key]["upstream"] == who}
-        reference = f"{label}-{BASELINE}"
-        if reference in group:
-            tests += uncertainty(group, parents, tasks, floor, reference,
-                                 boot.resamples, boot.seed, boot.level)[2]  # fmt: skip
-    for test, adjusted in zip(tests, benjamini_hochberg([t.p for t in tests]), strict=True):
-        test.p_bh = float(adjusted)
-    for r in rows:
-        r.scores = {s: points[r.key].get(s) for s in SCORES}
-        r.intervals = spans.get(r.key, {})
-        r.significant = {t.column for t in tests if t.row == r.key and t.significant}
-    return tests
+    own = {r.key: f"{UPSTREAMS[costs[r.key]['upstream']]}-{BASELINE}" for r in rows}
+    return add_uncertainty(rows, baseline, own, rescore=True)
 
 
 def render(rows: Sequence[Row], costs: dict[str, dict], below: Sequence[Test]) -> str:
@@ -168,18 +159,13 @@ def render(rows: Sequence[Row], costs: dict[str, dict], below: Sequence[Test]) -
 
 def write_csv(rows: Sequence[Row], costs: dict[str, dict], path: Path) -> None:
     tasks = task_columns(rows)
-    columns = [*tasks, *SCORES]
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        head = [h for c in columns for h in (c, f"{c}_lo", f"{c}_hi")]
-        w.writerow(["row", "interface", *head, "interface_parameters", "probe_train_seconds"])
+        w.writerow(["row", "interface", *value_header(tasks), "interface_parameters",
+                    "probe_train_seconds"])  # fmt: skip
         for r in rows:
-            values = []
-            for c in columns:
-                lo, hi = r.intervals.get(c, (None, None))
-                values += [r.tasks.get(c) if c in tasks else r.scores.get(c), lo, hi]
             cost = costs[r.key]
-            w.writerow([r.key, r.description, *values, cost["parameters"],
+            w.writerow([r.key, r.description, *value_cells(r, tasks), cost["parameters"],
                         cost["train_seconds"]])  # fmt: skip
 
 

@@ -27,10 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.stats import LEVEL, SCORES, Bootstrap
+from eval.stats import LEVEL
 from report.record import Evaluation, JobRecord
 from report.table import (
     Row,
+    add_uncertainty,
     cells,
     column_title,
     describe,
@@ -39,8 +40,10 @@ from report.table import (
     markdown,
     plot,
     task_columns,
+    value_cells,
+    value_header,
 )
-from report.uncertainty import ALPHA, suite_tasks, uncertainty, write_significance
+from report.uncertainty import ALPHA, write_significance
 
 REFERENCE = "id5"  # the paper's method
 TRAINING = "training.json"  # what `python -m distill` leaves beside a student
@@ -225,21 +228,7 @@ def _summed(paths) -> tuple[int, float]:
 def rescore(rows: Sequence[Row], teachers: JobRecord, reference: str) -> list:
     """Every row's Speech / Music / Avg against the teachers, with intervals and the tests
     against ``reference``."""
-    ev = teachers.evaluation or Evaluation()
-    boot = Bootstrap.of((teachers.config.get("eval") or {}).get("bootstrap"))
-    floor = ev.floors if ev.floor == "paper" else "majority"
-    scored = {r.key: r.tests for r in rows if r.status == "ok" and r.tests}
-    parents = (ev.predictions[ev.parents[0]], ev.predictions[ev.parents[1]])
-    points, spans, tests = uncertainty(
-        scored, parents, suite_tasks(teachers), floor, reference,
-        boot.resamples, boot.seed, boot.level,
-    )  # fmt: skip
-    for r in rows:
-        r.intervals = spans.get(r.key, {})
-        r.significant = {t.column for t in tests if t.row == r.key and t.significant}
-        if r.key in points:
-            r.scores = {s: points[r.key].get(s) for s in SCORES}
-    return tests
+    return add_uncertainty(rows, teachers, reference, rescore=True)
 
 
 def measure(costs: dict[str, Cost], threads: int = 1, repeats: int = REPEATS) -> None:
@@ -331,20 +320,15 @@ def render(rows: Sequence[Row], costs: dict[str, Cost], reference: str, threads:
 
 def write_csv(rows: Sequence[Row], costs: dict[str, Cost], path: Path) -> None:
     tasks = task_columns(rows)
-    columns = [*tasks, *SCORES]
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        head = [h for c in columns for h in (c, f"{c}_lo", f"{c}_hi")]
-        w.writerow(["row", "route", "status", *head, "parameters", "gflop_per_audio_second",
-                    "seconds_per_audio_hour", "training_steps", "training_seconds"])  # fmt: skip
+        w.writerow(["row", "route", "status", *value_header(tasks), "parameters",
+                    "gflop_per_audio_second", "seconds_per_audio_hour", "training_steps",
+                    "training_seconds"])  # fmt: skip
         for r in rows:
-            values = []
-            for c in columns:
-                lo, hi = r.intervals.get(c, (None, None))
-                values += [r.tasks.get(c) if c in tasks else r.scores.get(c), lo, hi]
             cost = costs.get(r.key, Cost(()))
             timed = cost.seconds_per_hour
-            w.writerow([r.key, r.description, r.status, *values, cost.parameters,
+            w.writerow([r.key, r.description, r.status, *value_cells(r, tasks), cost.parameters,
                         cost.gflop_per_second, statistics.median(timed) if timed else 0,
                         cost.steps, cost.seconds])  # fmt: skip
 

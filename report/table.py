@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,8 +177,16 @@ def interface_name(record: JobRecord) -> str:
     return str(chosen or "weighted_sum").replace("_", " ")
 
 
-def add_uncertainty(rows: Sequence[Row], record: JobRecord, reference: str | None) -> list:
-    """Fill every row's intervals and significant columns; the list of tests."""
+def add_uncertainty(
+    rows: Sequence[Row],
+    record: JobRecord,
+    reference: str | Mapping[str, str] | None,
+    rescore: bool = False,
+) -> list:
+    """Fill every row's intervals and significant columns, normalised by ``record``'s parents
+    and tested against ``reference`` (one row, or each row's own); the list of tests. The
+    reference rows get their scores here (no job scored them); with ``rescore``, every row
+    (rows from jobs that normalised by other members: ``report.routes``)."""
     evaluation = record.evaluation or Evaluation()
     boot = Bootstrap.of((record.config.get("eval") or {}).get("bootstrap"))
     floor = evaluation.floors if evaluation.floor == "paper" else "majority"
@@ -197,7 +205,7 @@ def add_uncertainty(rows: Sequence[Row], record: JobRecord, reference: str | Non
     for r in rows:
         r.intervals = spans.get(r.key, {})
         r.significant = {t.column for t in tests if t.row == r.key and t.significant}
-        if r.source == "reference" and r.key in points:  # no job scored these: score them here
+        if (rescore or r.source == "reference") and r.key in points:
             r.scores = {s: points[r.key].get(s) for s in SCORES}
     return tests
 
@@ -305,22 +313,32 @@ def render(
     return "\n".join(text) + "\n"
 
 
+def value_header(tasks: Sequence[str]) -> list[str]:
+    """CSV columns of every task and score, each followed by its interval's ends."""
+    return [h for c in (*tasks, *SCORES) for h in (c, f"{c}_lo", f"{c}_hi")]
+
+
+def value_cells(row: Row, tasks: Sequence[str]) -> list:
+    """``row``'s values under ``value_header(tasks)``."""
+    cells: list = []
+    for c in tasks:
+        cells += [row.tasks.get(c), *row.intervals.get(c, (None, None))]
+    for c in SCORES:
+        cells += [row.scores.get(c), *row.intervals.get(c, (None, None))]
+    return cells
+
+
 def write_csv(rows: Sequence[Row], paper: dict[int, dict[str, float]] | None, path: Path) -> None:
     """One line per job (source=measured) and, for the paper's pair, per paper row."""
     tasks = task_columns(rows)
-    columns = [*tasks, *SCORES]
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        head = [h for c in columns for h in (c, f"{c}_lo", f"{c}_hi")]
-        w.writerow(["source", "id", "configuration", "status", *head, "error"])
+        w.writerow(["source", "id", "configuration", "status", *value_header(tasks), "error"])
         for r in rows:
-            values = []
-            for c in columns:
-                lo, hi = r.intervals.get(c, (None, None))
-                values += [r.tasks.get(c) if c in tasks else r.scores.get(c), lo, hi]
+            values = value_cells(r, tasks)
             w.writerow([r.source, row_label(r), r.description, r.status, *values, r.error or ""])
         for n, v in sorted((paper or {}).items()):
-            values = [x for c in columns for x in (v.get(c), None, None)]
+            values = [x for c in (*tasks, *SCORES) for x in (v.get(c), None, None)]
             w.writerow(["paper", n, "", "ok", *values, ""])
 
 

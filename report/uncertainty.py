@@ -57,39 +57,40 @@ def uncertainty(
     parents: tuple[Mapping[str, Mapping], Mapping[str, Mapping]],
     tasks: Sequence[Task],
     floor: str | Mapping[str, float],
-    reference: str | None,
+    reference: str | Mapping[str, str] | None,
     resamples: int = RESAMPLES,
     seed: int = SEED,
     level: float = LEVEL,
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, dict[str, list]], list[Test]]:
     """(points, intervals, tests) per row name: ``rows`` maps a row to its test records by
-    task; ``parents`` are model A's and B's records, the scores' normalisers."""
+    task; ``parents`` are model A's and B's records, the scores' normalisers. ``reference``:
+    the row every other is tested against, or each row's own (a mapping); BH over them all."""
     everything = {**rows, PARENTS[0]: parents[0], PARENTS[1]: parents[1]}
     scored = score_rows(everything, tasks, floor, resamples, seed, *PARENTS)
     points = {n: scored[n].points for n in rows}
     spans = {n: intervals(scored[n].samples, level) for n in rows}
+    against = reference if isinstance(reference, Mapping) else dict.fromkeys(rows, reference)
     tests: list[Test] = []
-    if reference in rows:
-        ref = scored[reference]
-        for name in rows:
-            if name == reference:
+    for name, versus in against.items():
+        if name not in rows or versus not in rows or name == versus:
+            continue
+        ref = scored[versus]
+        here = scored[name]
+        for t in tasks:
+            if t.name not in rows[name] or t.name not in rows[versus]:
                 continue
-            here = scored[name]
-            for t in tasks:
-                if t.name not in rows[name] or t.name not in rows[reference]:
-                    continue
-                diff = here.points[t.name] - ref.points[t.name]
-                if t.metric == "accuracy":
-                    p = mcnemar(outcome(rows[name][t.name]), outcome(rows[reference][t.name]))
-                    tests.append(Test(name, t.name, reference, "mcnemar", diff, p))
-                else:
-                    p = bootstrap_p(here.samples[t.name], ref.samples[t.name])
-                    tests.append(Test(name, t.name, reference, "bootstrap", diff, p))
-            for s in SCORES:
-                if s in here.samples and s in ref.samples:
-                    p = bootstrap_p(here.samples[s], ref.samples[s])
-                    diff = here.points[s] - ref.points[s]
-                    tests.append(Test(name, s, reference, "bootstrap", diff, p))
+            diff = here.points[t.name] - ref.points[t.name]
+            if t.metric == "accuracy":
+                p = mcnemar(outcome(rows[name][t.name]), outcome(rows[versus][t.name]))
+                tests.append(Test(name, t.name, versus, "mcnemar", diff, p))
+            else:
+                p = bootstrap_p(here.samples[t.name], ref.samples[t.name])
+                tests.append(Test(name, t.name, versus, "bootstrap", diff, p))
+        for s in SCORES:
+            if s in here.samples and s in ref.samples:
+                p = bootstrap_p(here.samples[s], ref.samples[s])
+                diff = here.points[s] - ref.points[s]
+                tests.append(Test(name, s, versus, "bootstrap", diff, p))
     for test, adjusted in zip(tests, benjamini_hochberg([t.p for t in tests]), strict=True):
         test.p_bh = float(adjusted)
     return points, spans, tests
