@@ -28,6 +28,10 @@ from search.schedule import alpha, override, suggest
 
 log = logging.getLogger("search")
 ENDED = "ended"  # user attribute of a trial whose job ran to its end (ok or failed)
+# What makes two trials comparable: a study resumed with any of these changed is refused (its
+# old trials would sit beside new ones that answer another question); trials, compare, out,
+# progress and logger may change.
+DEFINING = ("pair", "eval", "run", "align", "schedule", "objective", "sampler", "seed")
 
 
 def depth(cfg: Mapping[str, Any]) -> int:
@@ -78,6 +82,17 @@ def open_study(cfg: Mapping[str, Any], out: Path):
         sampler=samplers[cfg["sampler"]](),
         load_if_exists=True,
     )
+    defining = json.loads(json.dumps({k: cfg.get(k) for k in DEFINING}))
+    recorded = study.user_attrs.get("config")
+    if recorded is None:
+        study.set_user_attr("config", defining)
+    elif recorded != defining:
+        changed = sorted(k for k in DEFINING if recorded.get(k) != defining.get(k))
+        raise ValueError(
+            f"{out / 'study.db'} was started with other {', '.join(changed)} "
+            f"({', '.join(f'{k}={recorded.get(k)}' for k in changed)}): resume it with those, "
+            "or give this study its own out="
+        )
     for trial in study.get_trials(deepcopy=False):  # a killed study's trial in flight
         if trial.state == optuna.trial.TrialState.RUNNING:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)

@@ -72,6 +72,8 @@ def test_a_study_resumes_without_repeating_trials_and_scores_the_best_once(study
         objectives = [float(r["objective"]) for r in csv.DictReader(f)]
     assert len(objectives) == 3 and best["validation"]["speech"] == max(objectives)
     assert best["merge_alpha"]["layers"]
+    with pytest.raises(ValueError, match="started with other align"):
+        open_study({**study_cfg, "align": ["permute=all"]}, out)  # other trials: refused
     table = (out / "final" / "table.md").read_text()
     assert "search-best" in table and "| 4 |" in table
     for name in ("objective.png", "schedule.png"):
