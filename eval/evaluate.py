@@ -31,7 +31,7 @@ from eval.s3prl import (
     write_script,
 )
 from eval.s3prl import installed as s3prl_installed
-from eval.scores import PAPER_FBANK, suite_scores, usable_floors
+from eval.scores import PAPER_FBANK, WER_FLOOR, suite_scores, usable_floors
 from eval.stats import Bootstrap, intervals, majority, point, score_rows
 from eval.suites import suite_of
 from eval.tasks import KINDS, Task
@@ -91,7 +91,8 @@ def floors(
 ) -> dict[str, float]:
     """The Speech score's floor per speech task: the paper's FBANK numbers on its suite; on
     any other suite the majority-class accuracy of the task's test split (per fold), from its
-    labels: what SUPERB's FBANK floor is by construction, and free of probe noise."""
+    labels: what SUPERB's FBANK floor is by construction, and free of probe noise (a WER task:
+    an empty transcript's 100%)."""
     out = {}
     for t, _ in suite:
         if t.domain != "speech":
@@ -100,6 +101,8 @@ def floors(
             out[t.name] = PAPER_FBANK[t.name]
         elif t.kind != "ctc":
             out[t.name] = point(majority(tests_a[t.name]))
+        else:
+            out[t.name] = WER_FLOOR
     return out
 
 
@@ -223,6 +226,8 @@ def validation(
             floors[t.name] = chosen
         elif t.domain == "speech" and paper and t.name in PAPER_FBANK:
             floors[t.name] = PAPER_FBANK[t.name]
+        elif t.domain == "speech" and t.kind == "ctc":
+            floors[t.name] = WER_FLOOR
     usable, _ = usable_floors(tasks, values[speech], floors)
     return {
         "tasks": values["merged"],

@@ -18,6 +18,9 @@ from eval.tasks import PAPER_TASKS, Task
 PAPER_SPEECH = ("asr_wer", "ks", "ic", "sid", "er")
 PAPER_MUSIC = ("singid", "vocid", "instcls", "pitchid", "genreid", "esc50")
 PAPER_FBANK = {"asr_wer": 91.54, "ks": 8.63, "ic": 9.10, "sid": 0.0, "er": 35.39}
+# A WER task's floor where no FBANK number is given: an empty transcript's WER. A floor of 0
+# would score s / A, which grows as the WER gets worse.
+WER_FLOOR = 100.0
 
 
 def domain_score(metrics: Mapping, reference: Mapping, floor: Mapping | None = None):

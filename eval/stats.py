@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binomtest, false_discovery_control
 
-from eval.scores import suite_scores, usable_floors
+from eval.scores import WER_FLOOR, suite_scores, usable_floors
 from eval.tasks import Task
 
 RESAMPLES = 2000
@@ -219,7 +219,8 @@ def score_rows(
 
     ``rows`` maps a row name to its ``test`` records by task; rows ``a`` and ``b`` are the
     parents the scores are normalised by. ``floor`` is ``"majority"`` (each speech utterance
-    task's majority-class accuracy, resampled with the clips) or fixed numbers per task.
+    task's majority-class accuracy, resampled with the clips; a WER task's ``WER_FLOOR``) or
+    fixed numbers per task.
     """
     names = [n for n in rows if n != FLOOR]
     metric_points: dict[str, dict[str, float]] = {n: {} for n in [*names, FLOOR]}
@@ -230,6 +231,9 @@ def score_rows(
             continue
         if floor == "majority" and t.domain == "speech" and t.kind != "ctc":
             outcomes[FLOOR] = majority(rows[a][t.name])
+        elif floor == "majority" and t.domain == "speech":
+            metric_points[FLOOR][t.name] = WER_FLOOR
+            metric_samples[FLOOR][t.name] = np.full(resamples, WER_FLOOR)
         for n, o in outcomes.items():
             metric_points[n][t.name] = point(o)
         for n, v in samples(outcomes, t.name, resamples, seed).items():

@@ -104,6 +104,25 @@ def test_wer_outcomes_are_corpus_wer():
     assert point(outcome(rec)) == pytest.approx(100 * 8 / 40)
 
 
+def test_a_worse_wer_scores_lower_under_majority_floors():
+    """A WER task has no majority class: its floor is an empty transcript's 100%, so a row
+    with more word errors than model A scores below 1000 (a floor of 0 scored s / A)."""
+    from eval.stats import score_rows
+
+    tasks = [Task("asr", "ASR", "speech", "ctc", "wer")]
+
+    def rec(errors: list[int]) -> dict:
+        return {"asr": {"ids": ["u1", "u2"], "groups": ["test"] * 2, "words": [10, 10],
+                        "errors": [errors]}}  # fmt: skip
+
+    rows = {"a": rec([2, 2]), "b": rec([8, 8]), "worse": rec([5, 5]), "better": rec([1, 1])}
+    scored = score_rows(rows, tasks, resamples=20)
+    speech = {n: scored[n].points["speech"] for n in rows}
+    assert speech["a"] == pytest.approx(1000)
+    assert speech["worse"] == pytest.approx(1000 * (50 - 100) / (20 - 100))  # WER 50% vs A 20%
+    assert speech["better"] > 1000 > speech["worse"] > speech["b"]
+
+
 def test_majority_floor_is_a_function_of_the_labels_only():
     labels = ["dog", "cat", "dog", "owl", "cat", "dog"]
     rec = record(np.ones(6, dtype=bool), labels)
