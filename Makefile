@@ -27,6 +27,8 @@ TASKVEC_DIR ?= multirun/task-vectors/shared_demo-$(EVAL)
 ROUTES_DIR ?= multirun/routes/$(PAIR)-$(EVAL)
 INTERFACES_DIR ?= multirun/interfaces/$(PAIR)-$(EVAL)
 INTERFACES ?= weighted_sum,hconv,chconv
+# one probe seed: a learned interface trains over every frame, ~20x the pooled probe's cost
+INTERFACE_SEEDS ?= [0]
 TRIALS ?= 30
 SEARCH_DIR ?= multirun/search/$(PAIR)-$(EVAL)
 # the routes' students: a pool of two students with their base (conf/models/), and one ensemble
@@ -230,7 +232,8 @@ routes: install
 # references are A, B and their fusion through it; report.interfaces lays them side by side.
 interfaces: install
 	$(PY) run.py -m pair=$(PAIR) experiment=id1 calibration.size=0 eval=$(EVAL) \
-		eval.interface.name=$(INTERFACES) hydra.sweep.dir=$(INTERFACES_DIR) $(ARGS)
+		eval.interface.name=$(INTERFACES) 'eval.probe.seeds=$(INTERFACE_SEEDS)' \
+		hydra.sweep.dir=$(INTERFACES_DIR) $(ARGS)
 	$(PY) -m report.interfaces $(INTERFACES_DIR)
 
 # Search the merge weights (conf/search/): trials are run.py jobs on the validation split that

@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
@@ -52,19 +53,36 @@ def collate(items):
 
 
 class FrameProbe(L.LightningModule):
-    """Interface -> mean over valid frames -> classifier."""
+    """Interface -> mean over valid frames -> classifier. ``layer_dropout``: each training
+    clip loses each input layer with this probability (the rest rescaled), so the interface
+    cannot lean on a few layers of one upstream. Given validation batches, it keeps the
+    weights of its best validation epoch (the first of equals) and ends with them."""
 
-    def __init__(self, module: nn.Module, classes: int, hidden: int, lr: float, decay: float):
+    def __init__(
+        self,
+        module: nn.Module,
+        classes: int,
+        hidden: int,
+        lr: float,
+        decay: float,
+        layer_dropout: float = 0.0,
+    ):
         super().__init__()
         self.interface, self.lr, self.decay = module, lr, decay
+        self.layer_dropout = layer_dropout
         dim = module.out_dim
         self.head = (
             nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, classes))
             if hidden
             else nn.Linear(dim, classes)
         )
+        self.best: tuple[float, int, dict] | None = None  # (accuracy, epoch, weights)
+        self.correct, self.seen = 0, 0
 
     def forward(self, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        if self.training and self.layer_dropout > 0:
+            keep = torch.rand(x.shape[0], x.shape[1], 1, 1, device=x.device)
+            x = x * (keep >= self.layer_dropout).to(x.dtype) / (1 - self.layer_dropout)
         h = self.interface(x)  # (batch, frames, out_dim)
         mask = frame_mask(frames, h.shape[1]).to(h.dtype).unsqueeze(-1)
         pooled = (h * mask).sum(1) / frames.clamp(min=1).unsqueeze(-1).to(h.dtype)
@@ -73,6 +91,25 @@ class FrameProbe(L.LightningModule):
     def training_step(self, batch, _idx):
         x, frames, y = batch
         return nn.functional.cross_entropy(self(x, frames), y)
+
+    def on_validation_epoch_start(self) -> None:
+        self.correct, self.seen = 0, 0
+
+    def validation_step(self, batch, _idx):
+        x, frames, y = batch
+        self.correct += int((self(x, frames).argmax(1) == y).sum())
+        self.seen += len(y)
+
+    def on_validation_epoch_end(self) -> None:
+        accuracy = self.correct / max(self.seen, 1)
+        self.log("valid_accuracy", accuracy)
+        if self.best is None or accuracy > self.best[0]:
+            weights = {k: v.detach().clone() for k, v in self.state_dict().items()}
+            self.best = (accuracy, self.current_epoch, weights)
+
+    def on_fit_end(self) -> None:
+        if self.best is not None:
+            self.load_state_dict(self.best[2])
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.decay)
@@ -131,6 +168,8 @@ class FrameProbeSettings:
     epochs: int = 40
     batch_size: int = 32
     weight_decay: float = 0.0
+    patience: int | None = None  # epochs without a better validation accuracy before stopping
+    layer_dropout: float = 0.0
 
 
 def fit_frame_probes(
@@ -173,7 +212,14 @@ def fit_frame_probes(
             for lr in settings.lrs:
                 L.seed_everything(seed, workers=True, verbose=False)
                 module = interfaces.build(settings.interface, layers, dims)
-                model = FrameProbe(module, len(classes), settings.hidden, lr, settings.weight_decay)
+                model = FrameProbe(
+                    module,
+                    len(classes),
+                    settings.hidden,
+                    lr,
+                    settings.weight_decay,
+                    settings.layer_dropout,
+                )
                 loader = DataLoader(
                     data["train"],
                     batch_size=settings.batch_size,
@@ -181,8 +227,19 @@ def fit_frame_probes(
                     collate_fn=collate,
                     generator=torch.Generator().manual_seed(seed),
                 )
+                stopping = settings.patience is not None
+                valid = (
+                    DataLoader(data["valid"], settings.batch_size, collate_fn=collate)
+                    if stopping
+                    else None
+                )
+                callbacks = (
+                    [EarlyStopping("valid_accuracy", patience=settings.patience, mode="max")]
+                    if stopping
+                    else []
+                )
                 with one_thread():
-                    fit_quietly(model, loader, settings.epochs, trainer)
+                    fit_quietly(model, loader, settings.epochs, trainer, valid, callbacks=callbacks)
                 yield lr, model
 
         valid, lr, model = best_on_validation(

@@ -71,9 +71,11 @@ def fit_quietly(
     loader: DataLoader,
     epochs: int,
     trainer: Mapping[str, Any] | None = None,
+    valid: DataLoader | None = None,
     **settings: Any,
 ) -> None:
-    """Train a probe with no logger, checkpoints or bars, deterministically."""
+    """Train a probe with no logger, checkpoints or bars, deterministically (``valid``: a
+    validation pass after every epoch, for the model's own early stopping)."""
     fitter = L.Trainer(
         **trainer_settings(trainer),
         max_epochs=epochs,
@@ -82,12 +84,14 @@ def fit_quietly(
         enable_progress_bar=False,
         enable_model_summary=False,
         deterministic=True,
+        num_sanity_val_steps=0,
         **settings,
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         warnings.filterwarnings("ignore", ".*LeafSpec.*")  # lightning's, under torch >= 2.10
-        fitter.fit(model, loader)
+        warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")  # validation is optional
+        fitter.fit(model, loader, valid)
 
 
 @contextmanager

@@ -240,6 +240,8 @@ def frame_settings(learned: Mapping[str, Any], probe: Mapping[str, Any]) -> Fram
         epochs=probe["epochs"],
         batch_size=probe["batch_size"],
         weight_decay=float(learned.get("weight_decay") or 0.0),
+        patience=learned.get("patience"),
+        layer_dropout=float(learned.get("layer_dropout") or 0.0),
     )
 
 

@@ -53,6 +53,44 @@ def test_a_clips_prediction_does_not_depend_on_its_batch(frames):
     torch.testing.assert_close(logits(model, data, batch_size=16)[:10], alone)
 
 
+def test_early_stopping_ends_with_the_best_validation_epochs_weights(frames):
+    """With validation batches the probe stops ``patience`` epochs after its best validation
+    accuracy and ends with that epoch's weights; layer dropout acts in training only."""
+    from lightning.pytorch.callbacks import EarlyStopping
+    from torch.utils.data import DataLoader
+
+    from eval.frameprobe import FrameProbe, collate, predict
+    from eval.interface import build
+    from eval.probe import fit_quietly
+
+    store = frames[0].frames
+    labels = [int(e.label == frames[0].examples[0].label) for e in frames[0].examples]
+    moments = (torch.zeros(store.layers, store.dim), torch.ones(store.layers, store.dim))
+    train, valid = list(range(0, len(labels), 2)), list(range(1, len(labels), 2))
+    data = {
+        n: Clips([store.select(idx)], [moments], "hconv", [labels[i] for i in idx])
+        for n, idx in (("train", train), ("valid", valid))
+    }
+    torch.manual_seed(0)
+    model = FrameProbe(build("hconv", [store.layers], [store.dim]), 2, 0, 0.05, 0.0, 0.3)
+    fit_quietly(
+        model,
+        DataLoader(data["train"], 8, shuffle=True, collate_fn=collate),
+        50,
+        valid=DataLoader(data["valid"], 8, collate_fn=collate),
+        callbacks=[EarlyStopping("valid_accuracy", patience=2, mode="max")],
+    )
+    best, epoch, _ = model.best
+    assert model.trainer.current_epoch <= epoch + 3 < 50  # stopped two epochs after the best
+    held = torch.tensor(data["valid"].labels)
+    assert float((predict(model, data["valid"]) == held).double().mean()) == best
+    x, frames_, _ = collate([data["valid"][i] for i in range(4)])
+    model.train()
+    assert not torch.equal(model(x, frames_), model(x, frames_))  # layers dropped at random
+    model.eval()
+    torch.testing.assert_close(model(x, frames_), model(x, frames_))
+
+
 def test_probing_through_a_learned_interface_reads_each_parts_frames(tmp_path):
     """``eval.interface``: hconv/chconv probes train on frames (a fusion on each part's own
     store), are cached under keys of their own; the weighted sum stays the pooled probe, keyed
