@@ -257,6 +257,7 @@ def plot_schedule(best_alpha: Mapping[str, Any], layers: int, path: Path) -> Non
         if part in best_alpha:
             ax.axhline(best_alpha[part], ls=style, lw=1, label=f"{part} {best_alpha[part]:.2f}")
     ax.set_ylim(-0.05, 1.05)
+    ax.set_xticks(range(1, layers + 1))
     ax.set_xlabel("layer")
     ax.set_ylabel("weight of model A")
     ax.set_title("the best trial's weights over depth")
