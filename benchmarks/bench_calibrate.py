@@ -10,8 +10,10 @@ size (goal: the largest within 10% of the smallest), and the audio rate.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -66,6 +68,7 @@ def main() -> None:
     from benchmarks.bench_merge import export_pair
 
     work = Path(tempfile.mkdtemp(prefix="bench-calibrate-"))
+    atexit.register(shutil.rmtree, work, True)  # generated audio and encoders: GBs
     a, b = export_pair(work)
     folder = work / "audio"
     make_folder(folder, max(args.sizes), SECONDS)

@@ -16,8 +16,10 @@ its own process:
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -123,6 +125,7 @@ def main() -> None:
     from merging.merge import export
 
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
+    atexit.register(shutil.rmtree, work, True)  # generated audio and encoders: GBs
     torch.manual_seed(0)
     model = HubertModel(HubertConfig()).eval().requires_grad_(False)
     model_dir = export(Encoder(model, "hubert-base-random"), work / "encoder")

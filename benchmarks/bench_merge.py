@@ -13,8 +13,10 @@ Hydra), the ratio merge / forward as a median over repeats, and each job's peak 
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -114,6 +116,7 @@ def main() -> None:
     import torch
 
     work = Path(tempfile.mkdtemp(prefix="bench-merge-"))
+    atexit.register(shutil.rmtree, work, True)  # generated audio and encoders: GBs
     a, b = export_pair(work)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.clips} clips x "
