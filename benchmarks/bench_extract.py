@@ -10,7 +10,7 @@ its own process:
   same batches: the encoder's own cost, the goal the stream should reach (>= 0.9x);
 - peak resident memory of the process (and of its decoding workers) at two dataset sizes 4x
   apart: memory must not follow the number of clips (goal: within 10%); and, within the larger
-  run, the resident memory once a quarter of its clips are done against its end: the
+  run, the resident memory once a quarter of its clips are done against the whole run: the
   allocator's placement in the first batches moves a run's peak by itself, so two runs' peaks
   differ by more than any growth with the clips;
 - ``--workers`` 0 against 2 decoding processes.
